@@ -1,0 +1,204 @@
+"""TokenCompressor: a partial convolution that shrinks a ViT token grid."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from einops import rearrange
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from toconv.geometry import ConvGeometry, RFGeometry, resolve_geometry
+from toconv.layers import PartialConv2d
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_KEY = "toconv_config"
+
+
+@dataclass
+class CompressorConfig:
+    """Everything needed to rebuild a :class:`TokenCompressor`; travels in checkpoint metadata."""
+
+    input_grid_size: int = 24
+    output_grid_size: int = 12
+    hidden_dim: int = 1024
+    out_dim: int | None = None
+    cls_token: bool = False
+    init: Literal["avg", "random"] = "avg"
+
+    def __post_init__(self) -> None:
+        if self.init not in ("avg", "random"):
+            raise ValueError(f"init must be 'avg' or 'random', got {self.init!r}")
+        if self.cls_token and self.out_dim not in (None, self.hidden_dim):
+            raise ValueError(f"cls_token=True passes the CLS token through unchanged, so out_dim "
+                             f"must equal hidden_dim={self.hidden_dim}, got {self.out_dim}")
+
+    @property
+    def geometry(self) -> ConvGeometry:
+        return resolve_geometry(self.input_grid_size, self.output_grid_size)
+
+    @property
+    def output_dim(self) -> int:
+        return self.hidden_dim if self.out_dim is None else self.out_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CompressorConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown compressor config keys {unknown}; expected a subset of {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> CompressorConfig:
+        """Read the config stored in a toconv safetensors checkpoint (file or folder)."""
+        file = _weights_file(path)
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+        if CONFIG_KEY not in meta:
+            raise ValueError(f"{file} is not a toconv checkpoint: its metadata has no {CONFIG_KEY!r}")
+        return cls.from_dict(json.loads(meta[CONFIG_KEY]))
+
+
+class TokenCompressor(nn.Module):
+    """Compress a row-major token grid with a 2D partial convolution.
+
+    Shapes: (B, N, C) → (B, M, C_out) with N = input_grid_size², M = output_grid_size²; with
+    ``cls_token=True`` a leading CLS token passes through unchanged: (B, 1+N, C) → (B, 1+M, C).
+    """
+
+    def __init__(self, input_grid_size: int = 24, output_grid_size: int = 12,
+                 hidden_dim: int = 1024, out_dim: int | None = None, cls_token: bool = False,
+                 init: Literal["avg", "random"] = "avg") -> None:
+        super().__init__()
+        self.config = CompressorConfig(input_grid_size, output_grid_size, hidden_dim, out_dim,
+                                       cls_token, init)
+        self.geometry = self.config.geometry
+        self.conv = PartialConv2d(hidden_dim, self.config.output_dim, self.geometry)
+        if init == "avg":
+            if self.config.output_dim != hidden_dim:
+                raise ValueError(f"init='avg' needs out_dim == hidden_dim ({hidden_dim}), got "
+                                 f"{self.config.output_dim}; use init='random'")
+            self.conv.init_average_pooling()
+
+    @classmethod
+    def from_config(cls, config: CompressorConfig) -> TokenCompressor:
+        return cls(**config.to_dict())
+
+    @property
+    def rf(self) -> RFGeometry:
+        """Receptive fields of the output tokens."""
+        return RFGeometry.from_conv(self.geometry)
+
+    @property
+    def num_input_tokens(self) -> int:
+        return self.geometry.num_inputs + int(self.config.cls_token)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return self.geometry.num_outputs + int(self.config.cls_token)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        cls, grid = (x[:, :1], x[:, 1:]) if self.config.cls_token else (None, x)
+        n = self.geometry.input_grid_size
+        y = self.conv(rearrange(grid, "b (h w) c -> b c h w", h=n, w=n))
+        y = rearrange(y, "b c h w -> b (h w) c")
+        return y if cls is None else torch.cat([cls, y], dim=1)
+
+    def _check_input(self, x: Tensor) -> None:
+        cfg = self.config
+        expected = f"(batch, {self.num_input_tokens}, {cfg.hidden_dim})"
+        grid = f"{cfg.input_grid_size}x{cfg.input_grid_size} grid" + (" plus CLS" if cfg.cls_token else "")
+        if x.ndim != 3:
+            raise ValueError(f"{self.name} expects tokens of shape {expected}, got {tuple(x.shape)}")
+        if x.shape[1] != self.num_input_tokens:
+            hint = ""
+            if not cfg.cls_token and x.shape[1] == self.geometry.num_inputs + 1:
+                hint = " (looks like a CLS token is included: drop it or set cls_token=True)"
+            raise ValueError(f"{self.name} expects {self.num_input_tokens} tokens ({grid}), got "
+                             f"{x.shape[1]} in shape {tuple(x.shape)}{hint}")
+        if x.shape[2] != cfg.hidden_dim:
+            raise ValueError(f"{self.name} expects channel width {cfg.hidden_dim}, got {x.shape[2]} "
+                             f"in shape {tuple(x.shape)}")
+
+    @property
+    def name(self) -> str:
+        return f"TokenCompressor [{self.geometry.name}]"
+
+    def __repr__(self) -> str:
+        return f"{self.name}: {self.geometry.describe()}"
+
+    def save_pretrained(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+        """Write weights and config as safetensors.
+
+        ``path`` ending in ``.safetensors`` is the file itself; otherwise a folder that receives
+        ``model.safetensors``. Extra string ``metadata`` is stored beside the config.
+        Returns the file written.
+        """
+        file = Path(path)
+        if file.suffix != ".safetensors":
+            file.mkdir(parents=True, exist_ok=True)
+            file = file / WEIGHTS_NAME
+        meta = {**(metadata or {}), **compressor_metadata(self.config)}
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(file), metadata=meta)
+        return file
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu",
+                        **expected: Any) -> TokenCompressor:
+        """Load a compressor saved by :meth:`save_pretrained` (file or folder).
+
+        Keyword arguments name the config the caller expects (e.g. ``input_grid_size=24,
+        output_grid_size=12, hidden_dim=1024``); a mismatch raises ``ValueError`` naming both.
+        Weights load strictly: missing or unexpected keys are an error.
+        """
+        file = _weights_file(path)
+        config = CompressorConfig.from_pretrained(file)
+        wanted = CompressorConfig.from_dict({**config.to_dict(), **expected})
+        if wanted != config:
+            raise ValueError(
+                f"checkpoint {file} holds {_describe(config)}, but {_describe(wanted)} was expected"
+            )
+        model = cls.from_config(config)
+        model.load_state_dict(load_file(str(file), device=str(map_location)), strict=True)
+        return model.to(map_location)
+
+
+def compressor_metadata(config: CompressorConfig) -> dict[str, str]:
+    """Safetensors metadata (str → str) describing a compressor: config JSON plus readable geometry."""
+    g = config.geometry
+    return {
+        CONFIG_KEY: json.dumps(config.to_dict(), sort_keys=True),
+        "geometry": g.describe(),
+        "kernel_size": str(g.kernel_size),
+        "stride": str(g.stride),
+        "padding": str(g.padding),
+        "hidden_dim": str(config.hidden_dim),
+        "out_dim": str(config.output_dim),
+    }
+
+
+def _describe(config: CompressorConfig) -> str:
+    g = config.geometry
+    return (f"{g.name} ({g.describe()}; hidden_dim={config.hidden_dim}, out_dim={config.output_dim}, "
+            f"cls_token={config.cls_token})")
+
+
+def _weights_file(path: str | Path) -> Path:
+    file = Path(path)
+    if file.is_dir():
+        file = file / WEIGHTS_NAME
+    if not file.is_file():
+        raise FileNotFoundError(f"no toconv checkpoint at {file} (expected a .safetensors file or a "
+                                f"folder holding {WEIGHTS_NAME})")
+    return file
