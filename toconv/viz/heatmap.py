@@ -21,8 +21,9 @@ def plot_rf_heatmap(stats: RFStats, path: str | Path, title: str | None = None) 
     fig, ax = plt.subplots(figsize=(6.4, 5.6), constrained_layout=True)
     im = ax.imshow(cos, cmap="RdYlGn", vmin=min(0.5, float(cos.min())), vmax=1.0)
     if n <= 12:
-        for (i, j), value in ((ij, cos[ij]) for ij in ((i, j) for i in range(n) for j in range(n))):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7 if n > 8 else 9)
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{cos[i, j]:.2f}", ha="center", va="center", fontsize=7 if n > 8 else 9)
     ax.set_xticks(range(n), [f"{v:.2f}" for v in stats.col_means.tolist()], rotation=90, fontsize=7)
     ax.set_yticks(range(n), [f"{v:.2f}" for v in stats.row_means.tolist()], fontsize=7)
     ax.set_xlabel("output column (tick: column mean cosine)")
