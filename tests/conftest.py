@@ -16,3 +16,35 @@ def imagenet_sample() -> Path:
     if not IMAGENET_SAMPLE.is_dir():
         pytest.skip(f"real photos not found at {IMAGENET_SAMPLE} (../shared/data beside the repo)")
     return IMAGENET_SAMPLE
+
+
+def save_tiny_clip(
+    path: Path, image_size: int = 336, patch_size: int = 14, hidden_size: int = 32
+) -> Path:
+    """Save a randomly initialised 2-layer ``CLIPVisionModel`` (with its image processor) to ``path``.
+
+    The default geometry matches CLIP-L/336 (24×24 patch grid) at a tiny width.
+    """
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    config = transformers.CLIPVisionConfig(
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch_size,
+        projection_dim=hidden_size,
+    )
+    torch.manual_seed(0)
+    transformers.CLIPVisionModel(config).save_pretrained(path)
+    size = {"shortest_edge": image_size}
+    crop = {"height": image_size, "width": image_size}
+    transformers.CLIPImageProcessor(size=size, crop_size=crop).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder holding a tiny random CLIP vision tower with a 24×24 patch grid at 336 px."""
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip-336"))
