@@ -132,7 +132,8 @@ class FeatureCache(Dataset):
         """Source files left out of the cache, with reasons."""
         return [SkippedFile(item["path"], item["reason"]) for item in self.meta["skipped"]]
 
-    def _open(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def shard_arrays(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Read-only memory maps per shard: patch tokens (n, N, C) and CLS tokens (n, C), float16."""
         if self._tokens is None or self._cls is None:
             self._tokens = [np.load(self.root / s["tokens"], mmap_mode="r") for s in self.meta["shards"]]
             self._cls = [np.load(self.root / s["cls"], mmap_mode="r") for s in self.meta["shards"]]
@@ -140,7 +141,7 @@ class FeatureCache(Dataset):
 
     def _check_shards(self) -> None:
         """Raise ValueError unless every shard has the shape and dtype the meta promises."""
-        tokens, cls = self._open()
+        tokens, cls = self.shard_arrays()
         for shard, tok, cl in zip(self.meta["shards"], tokens, cls, strict=True):
             expected = ((shard["count"], self.num_tokens, self.hidden_dim), (shard["count"], self.hidden_dim))
             if (tok.shape, cl.shape) != expected or tok.dtype != STORE_DTYPE or cl.dtype != STORE_DTYPE:
@@ -160,7 +161,7 @@ class FeatureCache(Dataset):
         index %= len(self)
         shard = int(np.searchsorted(self._offsets, index, side="right")) - 1
         row = index - int(self._offsets[shard])
-        tokens, cls = self._open()
+        tokens, cls = self.shard_arrays()
         return {
             "tokens": torch.from_numpy(np.asarray(tokens[shard][row], dtype=np.float32)),
             "cls": torch.from_numpy(np.asarray(cls[shard][row], dtype=np.float32)),
@@ -168,12 +169,12 @@ class FeatureCache(Dataset):
 
     def all_tokens(self, dtype: torch.dtype = torch.float32) -> Tensor:
         """Every image's patch tokens in one tensor (num_images, N, C) — loads the whole cache."""
-        tokens, _ = self._open()
+        tokens, _ = self.shard_arrays()
         return torch.from_numpy(np.concatenate(tokens)).to(dtype)
 
     def all_cls(self, dtype: torch.dtype = torch.float32) -> Tensor:
         """Every image's CLS token (num_images, C)."""
-        _, cls = self._open()
+        _, cls = self.shard_arrays()
         return torch.from_numpy(np.concatenate(cls)).to(dtype)
 
     def __repr__(self) -> str:
