@@ -104,6 +104,7 @@ class CompressedTowerMixin:
         """
         ckpt = self.compression.compression_checkpoint
         if bool(getattr(self, LOADED_FLAG)) and not _on_meta(self.token_compressor):
+            self.token_compressor.to(device=self.device, dtype=self.dtype)
             self._set_ready("weights from the model checkpoint")
         elif ckpt:
             self.load_compressor(ckpt)
