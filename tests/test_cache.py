@@ -139,3 +139,9 @@ def test_cli_writes_both_splits(tiny_clip_path, image_dir, tmp_path, capsys):
     assert len(train) + len(val) == 6
     assert json.loads((out / "val" / "meta.json").read_text())["key"]["source"]["split"] == "val"
     assert "36,928 bytes per image" in printed and printed.count("images (") == 2
+
+
+def test_cli_reports_a_missing_folder_in_one_line(tiny_clip_path, tmp_path):
+    with pytest.raises(SystemExit, match="error: expected an image folder at .*missing"):
+        cache_main(["--encoder", str(tiny_clip_path), "--images", str(tmp_path / "missing"),
+                    "--out", str(tmp_path / "out")])

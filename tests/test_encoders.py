@@ -134,3 +134,23 @@ def test_dinov2_real_photo_tokens_follow_the_row_major_grid(dinov2, imagenet_sam
     unflipped = torch.cosine_similarity(grids[0], grids[1], dim=-1).mean()
     flipped_back = torch.cosine_similarity(grids[0], grids[1].flip(1), dim=-1).mean()
     assert flipped_back > unflipped + 0.1
+
+
+def test_local_copy_of_a_full_clip_checkpoint(tmp_path):
+    """A downloaded ``openai/clip-vit-*`` folder holds a whole CLIPModel; its vision tower is used."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "image_size": 224, "patch_size": 14}
+    text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "vocab_size": 100}
+    torch.manual_seed(0)
+    full = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
+    full.save_pretrained(tmp_path)
+    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(tmp_path)
+    enc = build_encoder(str(tmp_path))
+    assert (enc.image_size, enc.grid_size, enc.hidden_dim) == (224, 16, 32)
+    pixels = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        hidden = full.vision_model(pixel_values=pixels, output_hidden_states=True).hidden_states
+    torch.testing.assert_close(enc.encode(pixels).patch_tokens, hidden[-2][:, 1:])

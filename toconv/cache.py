@@ -50,10 +50,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    encoder = build_encoder(args.encoder, device=args.device, dtype=args.dtype)
-    for split in args.split:
-        dataset = ImageFolderDataset(args.images, split=split, val_fraction=args.val_fraction,
-                                     subset_size=args.subset_size, seed=args.seed)
+    try:
+        encoder = build_encoder(args.encoder, device=args.device, dtype=args.dtype)
+        datasets = {split: ImageFolderDataset(args.images, split=split, val_fraction=args.val_fraction,
+                                              subset_size=args.subset_size, seed=args.seed)
+                    for split in args.split}
+    except (ImportError, OSError, ValueError) as err:  # missing package, model or files; no hub
+        raise SystemExit(f"python -m toconv.cache: error: {err}") from err
+    for split, dataset in datasets.items():
         started = time.perf_counter()
         cache = build_feature_cache(
             encoder, dataset, args.out / split, batch_size=args.batch_size,

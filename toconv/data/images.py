@@ -136,7 +136,7 @@ class ImageFolderDataset(Dataset):
 
     @property
     def paths(self) -> list[Path]:
-        """Absolute-or-as-given paths of the images, in dataset order."""
+        """``root / relative path`` of every image, in dataset order."""
         return [self.root / f for f in self.files]
 
     def describe(self) -> dict[str, Any]:

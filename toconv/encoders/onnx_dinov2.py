@@ -7,6 +7,7 @@ The wheel's graph ends in a saliency head; we read the backbone's final layer no
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ from toconv.encoders.base import EncoderOutput, FrozenEncoder, resolve_dtype
 BACKBONE_OUTPUT = "/backbone/layernorm/Add_1_output_0"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+logger = logging.getLogger(__name__)
+
 PATCH_SIZE = 14
 HIDDEN_DIM = 384
 _INSTALL_HINT = 'install the offline encoder with: pip install "toconv[offline]"'
@@ -92,6 +95,8 @@ class ONNXDinoV2Encoder(FrozenEncoder):
         providers = ["CPUExecutionProvider"]
         if self.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
+        elif self.device.type == "cuda":
+            logger.info("onnxruntime has no CUDA provider: %s runs on the CPU", name)
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         self.session = ort.InferenceSession(

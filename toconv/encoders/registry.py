@@ -64,8 +64,8 @@ def _from_hub(
         raise OSError(
             f"could not load encoder {preset!r} ({hub_id}) from the Hugging Face hub or its local "
             f"cache: {str(err).splitlines()[0] if str(err) else type(err).__name__}\n"
-            f"Without hub access, download it on a machine that has it, e.g. "
-            f"`huggingface-cli download {hub_id} --local-dir models/{hub_id.split('/')[-1]}`, "
-            f"copy the folder here and pass the folder instead of {preset!r} (encoder name = the "
-            f"local folder path). For a fully offline run use the 'dinov2-s336' encoder."
+            f"Without hub access, download it where the hub is reachable, e.g. "
+            f"`huggingface-cli download {hub_id} --local-dir models/{hub_id.split('/')[-1]}` "
+            f"(or `hf download`), copy that local folder here and pass its path as the encoder "
+            f"name instead of {preset!r}. For a fully offline run use the 'dinov2-s336' encoder."
         ) from err
