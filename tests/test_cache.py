@@ -106,6 +106,7 @@ def test_killed_build_looks_incomplete_and_resumes_finished_shards(encoder, imag
     # state of a build killed while writing shard 1: meta and shard 1's record never got written
     (tmp_path / "c" / "meta.json").unlink()
     (tmp_path / "c" / "shard_00001.json").unlink()
+    (tmp_path / "c" / ".shard_00001.cls.npy.tmp-12345").write_bytes(b"half written")
     with pytest.raises(FileNotFoundError, match="expected a complete feature cache"):
         FeatureCache(tmp_path / "c")
     counting = CountingEncoder(encoder)
@@ -113,6 +114,7 @@ def test_killed_build_looks_incomplete_and_resumes_finished_shards(encoder, imag
     assert counting.encoded == 3  # only shard 1 (img2, img3, img4) was encoded again
     torch.testing.assert_close(resumed.all_tokens(), full)
     assert len(resumed.skipped) == 2
+    assert not list((tmp_path / "c").glob(".*tmp*"))
 
 
 def test_cache_pickles_without_its_data(encoder, image_dir, tmp_path):

@@ -192,8 +192,8 @@ def _valid_record(paths: tuple[Path, Path, Path], digest: str, start: int, stop:
 
 
 def _remove_stale(root: Path, keep: set[str]) -> None:
-    """Delete shard files of other builds (only this module's file names)."""
-    for path in root.glob("shard_*"):
+    """Delete shard files of other builds and temporary files of killed writes (our names only)."""
+    for path in [*root.glob("shard_*"), *root.glob(".*.tmp-*")]:
         if path.name not in keep:
             path.unlink()
 
