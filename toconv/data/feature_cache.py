@@ -271,7 +271,7 @@ def build_feature_cache(
     load_skips = [SkippedFile(*item) for k in sorted(records) for item in records[k]["skipped"]]
     dataset.record_skipped(load_skips)
     shards = [{"tokens": _shard_paths(root, k)[0].name, "cls": _shard_paths(root, k)[1].name,
-               "count": records[k]["count"]} for k in sorted(records)]
+               "count": records[k]["count"]} for k in sorted(records) if records[k]["count"]]
     num_images = sum(shard["count"] for shard in shards)
     if num_images == 0:
         raise ValueError(f"expected at least one decodable image in {dataset.root} "
