@@ -52,8 +52,9 @@ class CountingEncoder:
 
 def test_cache_round_trip_matches_the_encoder(encoder, image_dir, tmp_path):
     ds = ImageFolderDataset(image_dir, "train", val_fraction=0.0)
-    cache = build_feature_cache(encoder, ds, tmp_path / "cache", batch_size=3, shard_size=4,
-                                progress=False)
+    cache = build_feature_cache(
+        encoder, ds, tmp_path / "cache", batch_size=3, shard_size=4, progress=False
+    )
     reloaded = FeatureCache(tmp_path / "cache")
     assert len(reloaded) == 6 and reloaded.meta == cache.meta
     good = [ds[i] for i in range(len(ds)) if ds.files[i] != "broken.jpg"]
@@ -75,7 +76,11 @@ def test_cache_round_trip_matches_the_encoder(encoder, image_dir, tmp_path):
 
     meta = reloaded.meta
     assert meta["key"]["encoder"] == encoder.name
-    assert (meta["key"]["grid_size"], meta["key"]["hidden_dim"], meta["key"]["image_size"]) == (24, 32, 336)
+    assert (meta["key"]["grid_size"], meta["key"]["hidden_dim"], meta["key"]["image_size"]) == (
+        24,
+        32,
+        336,
+    )
     assert meta["key"]["source"]["split"] == "train" and meta["key"]["source"]["layout"] == "folder"
     assert meta["num_images"] == 6 and meta["num_tokens"] == 576
     assert reloaded.bytes_per_image == meta["bytes_per_image"] == 577 * 32 * 2
@@ -97,12 +102,17 @@ def test_complete_cache_is_reused_and_a_new_key_rebuilds(encoder, image_dir, tmp
     assert counting.encoded == len(cache) == 2
     assert cache.meta["key"]["source"]["subset_size"] == 2
     assert sorted(p.name for p in (tmp_path / "c").glob("shard_*")) == [
-        "shard_00000.cls.npy", "shard_00000.json", "shard_00000.tokens.npy"]
+        "shard_00000.cls.npy",
+        "shard_00000.json",
+        "shard_00000.tokens.npy",
+    ]
 
 
 def test_killed_build_looks_incomplete_and_resumes_finished_shards(encoder, image_dir, tmp_path):
     ds = ImageFolderDataset(image_dir, "train", val_fraction=0.0)
-    full = build_feature_cache(encoder, ds, tmp_path / "c", shard_size=3, progress=False).all_tokens()
+    full = build_feature_cache(
+        encoder, ds, tmp_path / "c", shard_size=3, progress=False
+    ).all_tokens()
     # state of a build killed while writing shard 1: meta and shard 1's record never got written
     (tmp_path / "c" / "meta.json").unlink()
     (tmp_path / "c" / "shard_00001.json").unlink()
@@ -143,8 +153,21 @@ def test_all_images_broken_is_an_error(encoder, tmp_path):
 
 def test_cli_writes_both_splits(tiny_clip_path, image_dir, tmp_path, capsys):
     out = tmp_path / "features"
-    cache_main(["--encoder", str(tiny_clip_path), "--images", str(image_dir), "--out", str(out),
-                "--val-fraction", "0.5", "--batch-size", "4", "--quiet"])
+    cache_main(
+        [
+            "--encoder",
+            str(tiny_clip_path),
+            "--images",
+            str(image_dir),
+            "--out",
+            str(out),
+            "--val-fraction",
+            "0.5",
+            "--batch-size",
+            "4",
+            "--quiet",
+        ]
+    )
     printed = capsys.readouterr().out
     train, val = FeatureCache(out / "train"), FeatureCache(out / "val")
     assert len(train) + len(val) == 6
@@ -154,5 +177,13 @@ def test_cli_writes_both_splits(tiny_clip_path, image_dir, tmp_path, capsys):
 
 def test_cli_reports_a_missing_folder_in_one_line(tiny_clip_path, tmp_path):
     with pytest.raises(SystemExit, match="error: expected an image folder at .*missing"):
-        cache_main(["--encoder", str(tiny_clip_path), "--images", str(tmp_path / "missing"),
-                    "--out", str(tmp_path / "out")])
+        cache_main(
+            [
+                "--encoder",
+                str(tiny_clip_path),
+                "--images",
+                str(tmp_path / "missing"),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )

@@ -29,8 +29,11 @@ def add_broken_files(folder: Path) -> dict[str, str]:
     (folder / "whole.jpg").unlink()
     (folder / "readme.txt").write_text("not an image")
     (folder / "fake.jpg").write_text("not a jpeg either")
-    return {"truncated.jpg": "truncated", "readme.txt": "not an image file",
-            "fake.jpg": "cannot decode image"}
+    return {
+        "truncated.jpg": "truncated",
+        "readme.txt": "not an image file",
+        "fake.jpg": "cannot decode image",
+    }
 
 
 def test_plain_folder_split_is_deterministic_disjoint_and_complete(tmp_path):
@@ -39,7 +42,9 @@ def test_plain_folder_split_is_deterministic_disjoint_and_complete(tmp_path):
     val = ImageFolderDataset(tmp_path, "val", val_fraction=0.2, seed=0)
     assert train.layout == val.layout == "folder"
     assert (len(train), len(val)) == (8, 2)
-    assert set(train.files).isdisjoint(val.files) and set(train.files) | set(val.files) == set(names)
+    assert set(train.files).isdisjoint(val.files) and set(train.files) | set(val.files) == set(
+        names
+    )
     assert train.files == sorted(train.files)
     assert ImageFolderDataset(tmp_path, "val", val_fraction=0.2, seed=0).files == val.files
     assert ImageFolderDataset(tmp_path, "val", val_fraction=0.2, seed=1).files != val.files
@@ -49,7 +54,9 @@ def test_plain_folder_split_is_deterministic_disjoint_and_complete(tmp_path):
 
 
 def test_imagenet_layout_uses_the_split_folders(tmp_path):
-    write_images(tmp_path, ["train/n01/a.JPEG", "train/n01/b.JPEG", "train/n02/c.JPEG", "val/n01/d.JPEG"])
+    write_images(
+        tmp_path, ["train/n01/a.JPEG", "train/n01/b.JPEG", "train/n02/c.JPEG", "val/n01/d.JPEG"]
+    )
     train = ImageFolderDataset(tmp_path, "train", val_fraction=0.5)
     val = ImageFolderDataset(tmp_path, "val")
     assert train.layout == "imagenet"
@@ -68,9 +75,18 @@ def test_subset_is_deterministic_and_inside_the_split(tmp_path):
     full = ImageFolderDataset(tmp_path, "train", val_fraction=0.25)
     subset = ImageFolderDataset(tmp_path, "train", val_fraction=0.25, subset_size=5)
     assert len(subset) == 5 and set(subset.files) < set(full.files)
-    assert subset.files == ImageFolderDataset(tmp_path, "train", val_fraction=0.25, subset_size=5).files
-    assert subset.files != ImageFolderDataset(tmp_path, "train", val_fraction=0.25, subset_size=5, seed=3).files
-    assert ImageFolderDataset(tmp_path, "train", val_fraction=0.25, subset_size=100).files == full.files
+    assert (
+        subset.files
+        == ImageFolderDataset(tmp_path, "train", val_fraction=0.25, subset_size=5).files
+    )
+    assert (
+        subset.files
+        != ImageFolderDataset(tmp_path, "train", val_fraction=0.25, subset_size=5, seed=3).files
+    )
+    assert (
+        ImageFolderDataset(tmp_path, "train", val_fraction=0.25, subset_size=100).files
+        == full.files
+    )
 
 
 def test_broken_files_are_skipped_counted_and_logged(tmp_path, caplog):

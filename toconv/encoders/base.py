@@ -10,9 +10,13 @@ from PIL import Image
 from torch import Tensor
 
 _DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
 }
 
 
@@ -29,7 +33,7 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
 
 @dataclass
 class EncoderOutput:
-    """Encoder tokens: ``patch_tokens`` (B, N, C) in row-major grid order and ``cls_token`` (B, C)."""
+    """Encoder tokens: ``patch_tokens`` (B, N, C), grid row-major, and ``cls_token`` (B, C)."""
 
     patch_tokens: Tensor
     cls_token: Tensor
@@ -56,7 +60,7 @@ class FrozenEncoder(ABC):
 
     @abstractmethod
     def preprocess(self, images: list[Image.Image]) -> Tensor:
-        """The encoder's own preprocessing: PIL images -> pixel values (B, 3, S, S) float32 on CPU."""
+        """The encoder's own preprocessing: PIL images -> (B, 3, S, S) float32 on CPU."""
 
     @abstractmethod
     def encode(self, pixel_values: Tensor) -> EncoderOutput:
@@ -71,10 +75,14 @@ class FrozenEncoder(ABC):
         """Raise ValueError unless ``pixel_values`` is (B, 3, image_size, image_size)."""
         expected = (3, self.image_size, self.image_size)
         if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
-            raise ValueError(f"{self.name}: expected pixel values (B, {', '.join(map(str, expected))}), "
-                             f"got {tuple(pixel_values.shape)}")
+            raise ValueError(
+                f"{self.name}: expected pixel values (B, {', '.join(map(str, expected))}), "
+                f"got {tuple(pixel_values.shape)}"
+            )
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(name={self.name!r}, image_size={self.image_size}, "
-                f"grid_size={self.grid_size}, hidden_dim={self.hidden_dim}, device={self.device}, "
-                f"dtype={self.dtype})")
+        return (
+            f"{type(self).__name__}(name={self.name!r}, image_size={self.image_size}, "
+            f"grid_size={self.grid_size}, hidden_dim={self.hidden_dim}, device={self.device}, "
+            f"dtype={self.dtype})"
+        )

