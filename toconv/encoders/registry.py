@@ -69,5 +69,6 @@ def _from_hub(
             f"Without hub access, download it where the hub is reachable, e.g. "
             f"`huggingface-cli download {hub_id} --local-dir models/{hub_id.split('/')[-1]}` "
             f"(or `hf download`), copy that local folder here and pass its path as the encoder "
-            f"name instead of {preset!r}. For a fully offline run use the 'dinov2-s336' encoder."
+            f"name instead of {preset!r}. For a fully offline run use the 'dinov2-s336' encoder; "
+            f"HF_HUB_OFFLINE=1 skips the network retries."
         ) from err
