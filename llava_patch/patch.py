@@ -142,16 +142,22 @@ def _trainer_class(base: type) -> type:
                 tower.token_compressor.requires_grad_(trainable)
 
         def _save_checkpoint(self, model: nn.Module, trial: Any, metrics: Any = None) -> None:
-            super()._save_checkpoint(model, trial, metrics)
             tower = compressed_tower(self.model)
             if tower is None or not getattr(self.args, "tune_mm_mlp_adapter", False):
-                return
+                return super()._save_checkpoint(model, trial, metrics)
             from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
             folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             out = Path(self._get_output_dir(trial=trial)) / folder
+            file = companion_path(out / "mm_projector.bin").resolve()
+            config = self.model.config
+            previous, config.compression_checkpoint = config.compression_checkpoint, str(file)
+            try:  # the checkpoint's config.json points at its own compressor
+                super()._save_checkpoint(model, trial, metrics)
+            finally:
+                config.compression_checkpoint = previous
             if self.args.local_rank in (0, -1):
-                tower.save_compressor(companion_path(out / "mm_projector.bin"))
+                tower.save_compressor(file)
 
     return TokenCompressionTrainer
 

@@ -80,7 +80,7 @@ class CompressedTowerMixin:
         self.register_buffer(LOADED_FLAG, torch.tensor(False))
         self._register_load_state_dict_pre_hook(_mark_loaded_from_state_dict, with_module=True)
         print(f"[llava_patch] {type(self).__name__} {vision_tower}: {self.token_compressor}")
-        if self.is_loaded:
+        if not delay_load:
             self._ensure_compressor_weights()
 
     def _check_grid(self) -> None:

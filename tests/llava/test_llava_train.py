@@ -82,11 +82,11 @@ def pretrain_args(llama: Path, captions: Path, clip: Path, out: Path, *extra: st
         "--tune_mm_mlp_adapter", "True", "--mm_vision_select_layer", "-2",
         "--mm_use_im_start_end", "False", "--mm_use_im_patch_token", "False",
         "--use_token_compression", "True", "--compression_input_size", "24",
-        "--compression_output_size", "12", *extra,
+        "--compression_output_size", "12",
         "--bf16", "True", "--output_dir", str(out), "--max_steps", "1",
         "--per_device_train_batch_size", "2", "--learning_rate", "1e-2",
         "--save_strategy", "no", "--report_to", "none", "--model_max_length", "512",
-        "--dataloader_num_workers", "0", "--lazy_preprocess", "True",
+        "--dataloader_num_workers", "0", "--lazy_preprocess", "True", *extra,
     ]
 
 
@@ -106,7 +106,8 @@ def test_pretraining_step_saves_and_restores_compressor(
     monkeypatch.setattr(llava_train, "LLaVATrainer", recorder.cls)
     out = tmp_path / "stage1"
     main(pretrain_args(llama, captions, tiny_clip_path, out,
-                       "--compression_checkpoint", str(ckpt_24to12)))
+                       "--compression_checkpoint", str(ckpt_24to12),
+                       "--save_strategy", "steps", "--save_steps", "1"))
 
     changed = {n for n in recorder.after if not torch.equal(recorder.after[n], recorder.before[n])}
     trainable = {n for n, p in recorder.model.named_parameters() if p.requires_grad}
@@ -120,6 +121,14 @@ def test_pretraining_step_saves_and_restores_compressor(
     assert config["use_token_compression"] is True and config["compression_output_size"] == 12
     assert config["compression_checkpoint"] == str(companion.resolve())
     saved = TokenCompressor.from_pretrained(companion)
+    step = out / "checkpoint-1"  # the trainer's periodic adapter checkpoint holds it too
+    step_config = json.loads((step / "config.json").read_text())
+    assert (step / "mm_projector.bin").is_file()
+    assert step_config["compression_checkpoint"] == str(
+        (step / "mm_projector.token_compressor.safetensors").resolve())
+    torch.testing.assert_close(
+        TokenCompressor.from_pretrained(step_config["compression_checkpoint"]).conv.weight,
+        saved.conv.weight)
     trained = {n.split("token_compressor.")[1]: v for n, v in recorder.after.items()
                if "token_compressor" in n}
     for name, value in saved.state_dict().items():
