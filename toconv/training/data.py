@@ -1,0 +1,168 @@
+"""Where training tokens come from: the feature cache, or images through the frozen encoder.
+
+Both sources yield float32 patch-token batches (B, N, C) in an order fixed by (seed, epoch), so a
+resumed run can start in the middle of an epoch and see exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Sampler
+
+from toconv.data import (
+    FeatureCache,
+    ImageFolderDataset,
+    SkippedFile,
+    build_feature_cache,
+    collate_images,
+)
+from toconv.encoders import FrozenEncoder
+
+logger = logging.getLogger(__name__)
+
+
+class EpochBatches(Sampler[list[int]]):
+    """Index batches of one epoch: a (seed, epoch)-seeded permutation, this process's share of it,
+    cut into batches, starting at batch ``start``.
+
+    With ``world_size`` processes the permutation is padded (wrapping around) to a multiple of
+    ``world_size`` and process ``rank`` takes every ``world_size``-th index.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, seed: int = 0, epoch: int = 0,
+                 shuffle: bool = True, rank: int = 0, world_size: int = 1, start: int = 0) -> None:
+        if num_items < 1:
+            raise ValueError(f"expected at least one item to batch, got {num_items}")
+        self.num_items, self.batch_size, self.start = num_items, batch_size, start
+        self.seed, self.epoch, self.shuffle = seed, epoch, shuffle
+        self.rank, self.world_size = rank, world_size
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.num_items, generator=generator).tolist()
+        else:
+            order = list(range(self.num_items))
+        padded = -(-self.num_items // self.world_size) * self.world_size
+        order = (order * (padded // self.num_items + 1))[:padded]
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        indices = self._indices()
+        starts = range(self.start * self.batch_size, len(indices), self.batch_size)
+        return iter([indices[i : i + self.batch_size] for i in starts])
+
+    def __len__(self) -> int:
+        per_rank = -(-self.num_items // self.world_size)
+        return max(0, -(-per_rank // self.batch_size) - self.start)
+
+
+class CachedTokens:
+    """Tokens read from a :class:`FeatureCache` (memory-mapped fp16 shards)."""
+
+    def __init__(self, cache: FeatureCache, num_workers: int = 0) -> None:
+        self.cache, self.num_workers = cache, num_workers
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    @property
+    def skipped(self) -> list[SkippedFile]:
+        return self.cache.skipped
+
+    def batches(self, sampler: EpochBatches) -> Iterator[Tensor]:
+        """(B, N, C) float32 CPU batches in ``sampler``'s order."""
+        loader = DataLoader(self.cache, batch_sampler=sampler, num_workers=self.num_workers,
+                            generator=torch.Generator())
+        for batch in loader:
+            yield batch["tokens"]
+
+    def tokens(self, indices: list[int]) -> Tensor:
+        """(len(indices), N, C) float32 tokens of the given images."""
+        return torch.stack([self.cache[i]["tokens"] for i in indices])
+
+
+class EncodedImages:
+    """Tokens computed on the fly: images decoded, then encoded by the frozen encoder."""
+
+    def __init__(self, dataset: ImageFolderDataset, encoder: FrozenEncoder, num_workers: int = 0) -> None:
+        self.dataset, self.encoder, self.num_workers = dataset, encoder, num_workers
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def skipped(self) -> list[SkippedFile]:
+        return self.dataset.skipped
+
+    def batches(self, sampler: EpochBatches) -> Iterator[Tensor]:
+        """(B, N, C) float32 batches on the encoder's device; undecodable images are dropped
+        (a batch of only undecodable images comes out empty, B = 0, so batch counts stay fixed)."""
+        loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.num_workers,
+                            collate_fn=collate_images, generator=torch.Generator())
+        enc = self.encoder
+        for batch in loader:
+            self.dataset.record_skipped(batch.skipped)
+            if batch.images:
+                yield enc(batch.images).patch_tokens.float()
+            else:
+                yield torch.empty(0, enc.num_patches, enc.hidden_dim, device=enc.device)
+
+    def tokens(self, indices: list[int]) -> Tensor:
+        batch = collate_images([self.dataset[i] for i in indices])
+        if not batch.images:
+            raise ValueError(f"expected decodable images at indices {indices}, got none")
+        return self.encoder(batch.images).patch_tokens.float()
+
+
+TokenSource = CachedTokens | EncodedImages
+
+
+def default_cache_dir(cache_root: str | Path, encoder_name: str,
+                      datasets: dict[str, ImageFolderDataset]) -> Path:
+    """``<cache_root>/<encoder>-<digest>``: one folder per encoder and exact set of source images."""
+    key = {"encoder": encoder_name, **{split: ds.describe() for split, ds in datasets.items()}}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(encoder_name).name)
+    return Path(cache_root) / f"{slug}-{digest}"
+
+
+def _complete_cache(folder: Path, encoder_name: str, dataset: ImageFolderDataset) -> FeatureCache | None:
+    """The cache in ``folder`` if it is complete and was built from this encoder and these images."""
+    meta = folder / "meta.json"
+    if not meta.is_file():
+        return None
+    key = json.loads(meta.read_text()).get("key", {})
+    if key.get("encoder") != encoder_name or key.get("source") != dataset.describe():
+        raise ValueError(
+            f"feature cache {folder} was built for encoder {key.get('encoder')!r} and images "
+            f"{key.get('source')}, expected encoder {encoder_name!r} and images "
+            f"{dataset.describe()}; choose another data.cache_dir (or leave it unset)"
+        )
+    return FeatureCache(folder)
+
+
+def open_or_build_caches(cache_dir: Path, encoder_name: str, datasets: dict[str, ImageFolderDataset],
+                         encoder: Callable[[], FrozenEncoder], batch_size: int, num_workers: int,
+                         progress: bool) -> dict[str, FeatureCache]:
+    """Feature caches ``cache_dir/<split>``, built first where missing (the encoder is only
+    created, by calling ``encoder()``, when a split has to be built)."""
+    caches = {}
+    for split, dataset in datasets.items():
+        folder = cache_dir / split
+        cache = _complete_cache(folder, encoder_name, dataset)
+        if cache is None:
+            logger.info("building the %s feature cache in %s (%d images)", split, folder, len(dataset))
+            cache = build_feature_cache(encoder(), dataset, folder, batch_size=batch_size,
+                                        num_workers=num_workers, progress=progress)
+        else:
+            logger.info("using the %s feature cache in %s", split, folder)
+        caches[split] = cache
+    return caches
