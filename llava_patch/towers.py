@@ -153,7 +153,7 @@ class CompressedTowerMixin:
         """(B, [1+]N, C) → (B, [1+]M, C) in the features' dtype; the compressor runs in its own."""
         has_cls = self.select_feature == "cls_patch"
         grid = features[:, 1:] if has_cls else features
-        dtype = self.token_compressor.conv.weight.dtype
+        dtype = next(self.token_compressor.parameters()).dtype
         out = self.token_compressor(grid.to(dtype)).to(features.dtype)
         return torch.cat([features[:, :1], out], dim=1) if has_cls else out
 
