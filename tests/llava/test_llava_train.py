@@ -168,3 +168,23 @@ def test_frozen_compressor_is_not_trained(llama: Path, captions: Path, tiny_clip
     assert changed and all("mm_projector" in n for n in changed)
     tower = llava_patch.compressed_tower(recorder.model)
     assert tower.token_compressor.conv.weight.dtype == torch.bfloat16  # follows the tower
+
+
+def test_full_finetune_saves_compressor_in_model_weights(
+        llama: Path, captions: Path, tiny_clip_path: Path, ckpt_24to12: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from llava.model import LlavaLlamaForCausalLM
+
+    recorder = Recorder(llava_train.LLaVATrainer)
+    monkeypatch.setattr(llava_train, "LLaVATrainer", recorder.cls)
+    out = tmp_path / "full"
+    main(pretrain_args(llama, captions, tiny_clip_path, out, "--compression_checkpoint",
+                       str(ckpt_24to12), "--tune_mm_mlp_adapter", "False"))
+    assert not (out / "mm_projector.bin").exists()
+
+    reloaded = LlavaLlamaForCausalLM.from_pretrained(out, low_cpu_mem_usage=True)
+    reloaded.get_vision_tower().load_model()
+    weight = reloaded.get_vision_tower().token_compressor.conv.weight
+    trained = next(v for n, v in recorder.after.items() if n.endswith("token_compressor.conv.weight"))
+    torch.testing.assert_close(weight, trained)
+    assert not torch.equal(weight, TokenCompressor.from_pretrained(ckpt_24to12).conv.weight)
