@@ -276,8 +276,8 @@ class Trainer:
         if t.grad_clip is not None:
             acc.clip_grad_norm_(self.objective.generator_parameters(), t.grad_clip)
         self.generator_opt.step()
-        return {"critic_loss": float(critic["loss"]), "wasserstein": float(critic["wasserstein"]),
-                "gradient_penalty": float(critic["gradient_penalty"]), "loss": float(gen["loss"]),
+        return {"critic_loss": float(critic["loss"].detach()), "wasserstein": float(critic["wasserstein"]),
+                "gradient_penalty": float(critic["gradient_penalty"]), "loss": float(gen["loss"].detach()),
                 "adversarial": float(gen["adversarial"]), "reconstruction": float(gen["reconstruction"]),
                 "cosine": float(gen["cosine"])}
 
@@ -395,7 +395,8 @@ class Trainer:
         logger.info("skipped files: %d; feature cache per image: %s", len(skipped), summary["data"]["cache"])
         table = format_table(summary_rows(summary))
         print(table, flush=True)
-        logger.info("summary\n%s", table)
+        with open(self.log_file, "a") as log:
+            log.write(table + "\n")
         self.close()
         return summary
 

@@ -1,0 +1,122 @@
+"""Training configuration: schema defaults, the issue's overrides, presets and errors."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from toconv.config import PRESETS, ConfigError, default_config, load_config, save_config
+from toconv.train import main, split_preset
+from toconv.training import CompressorObjective
+
+ROOT = ["data.imagenet_root=some/images"]
+
+
+def test_defaults_are_clip_l336_24to12_with_the_objectives_loss_weights():
+    cfg = load_config(ROOT)
+    defaults = inspect.signature(CompressorObjective.__init__).parameters
+    assert cfg.encoder.name == "clip-l336"
+    assert (cfg.model.compressor.input_grid_size, cfg.model.compressor.output_grid_size) == (24, 12)
+    assert cfg.model.design == "rf"
+    assert cfg.loss.weights.ae == defaults["ae_weight"].default
+    assert cfg.loss.weights.wgan == defaults["wgan_weight"].default
+    assert cfg.loss.rf_wgan.lambda_gp == defaults["lambda_gp"].default
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["model.compressor.output_grid_size=8"], {"model.compressor.output_grid_size": 8}),
+    (["model.compressor.input_grid_size=24"], {"model.compressor.input_grid_size": 24}),
+    (["training.batch_size=16"], {"training.batch_size": 16}),
+    (["training.epochs=5"], {"training.epochs": 5}),
+    (["training.n_critic=10"], {"training.n_critic": 10}),
+    (["loss.weights.ae=2.0"], {"loss.weights.ae": 2.0}),
+    (["loss.weights.wgan=1.0"], {"loss.weights.wgan": 1.0}),
+    (["loss.rf_wgan.lambda_gp=20.0"], {"loss.rf_wgan.lambda_gp": 20.0}),
+    (["model.rf_autoencoder.num_layers=5"], {"model.rf_autoencoder.num_layers": 5}),
+    (["model.rf_discriminator.dropout=0.2"], {"model.rf_discriminator.dropout": 0.2}),
+    (["data.use_subset=true", "data.subset_size=1000"], {"data.use_subset": True, "data.subset_size": 1000}),
+    (["data.imagenet_root=/data/imagenet"], {"data.imagenet_root": "/data/imagenet"}),
+    (["hardware.cuda_device=1"], {"hardware.cuda_device": 1}),
+    (["experiment.use_wandb=true", "experiment.wandb_project=my-project"],
+     {"experiment.use_wandb": True, "experiment.wandb_project": "my-project"}),
+    (["model.design=global"], {"model.design": "global"}),
+    (["training.betas=[0.0,0.99]", "training.resume=auto"], {"training.betas": [0.0, 0.99], "training.resume": "auto"}),
+])
+def test_issue_overrides_set_typed_values(overrides, expected):
+    cfg = load_config(ROOT + overrides)
+    for key, value in expected.items():
+        got = OmegaConf.select(cfg, key)
+        got = list(got) if OmegaConf.is_list(got) else got
+        assert got == value and type(got) is type(value), key
+
+
+@pytest.mark.parametrize(("override", "fragment"), [
+    ("training.batch_sizee=16", "unknown key 'training.batch_sizee'"),
+    ("modell.design=rf", "unknown key 'modell'"),
+    ("training.batch_size=sixteen", "invalid value for 'training.batch_size'"),
+    ("loss.weights.ae=high", "invalid value for 'loss.weights.ae'"),
+    ("data.use_subset=maybe", "invalid value for 'data.use_subset'"),
+    ("model.design=hybrid", "model.design: expected one of rf, global, got 'hybrid'"),
+    ("training.batch_size=0", "training.batch_size: expected an integer >= 1, got 0"),
+    ("training.resume=yes", "training.resume: expected null or 'auto'"),
+    ("training.epochs", "expected an override key.sub=value, got 'training.epochs'"),
+])
+def test_bad_overrides_name_the_key(override, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_config(ROOT + [override])
+    assert fragment in str(info.value)
+
+
+def test_missing_image_folder_is_a_config_error():
+    with pytest.raises(ConfigError, match="data.imagenet_root: expected a folder"):
+        load_config([])
+
+
+def test_preset_then_command_line_wins():
+    cfg = load_config(["training.epochs=1"], preset="quickstart")
+    assert cfg.encoder.name == "dinov2-s336" and cfg.data.use_subset
+    assert cfg.training.epochs == 1
+    with pytest.raises(ConfigError, match="preset: expected one of quickstart, got 'nope'"):
+        load_config(ROOT, preset="nope")
+
+
+@pytest.mark.parametrize("argv", [["preset=quickstart", "a=1"], ["--preset", "quickstart", "a=1"],
+                                  ["--preset=quickstart", "a=1"]])
+def test_split_preset_forms(argv):
+    assert split_preset(argv) == ("quickstart", ["a=1"])
+
+
+def test_every_preset_override_is_valid():
+    for name in PRESETS:
+        load_config([], preset=name)
+
+
+def test_saved_yaml_round_trips(tmp_path: Path):
+    cfg = load_config(ROOT + ["model.design=global", "training.betas=[0.1,0.2]"])
+    path = save_config(cfg, tmp_path / "config.yaml")
+    assert OmegaConf.merge(default_config(), OmegaConf.load(path)) == cfg
+
+
+@pytest.mark.parametrize(("override", "fragment"), [
+    ("training.batch_sizee=3", "unknown key 'training.batch_sizee'"),
+    ("training.batch_size=abc", "invalid value for 'training.batch_size'"),
+])
+def test_cli_exits_2_with_the_key_in_the_message(override, fragment, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(ROOT + [override])
+    assert info.value.code == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_cli_subprocess_exit_code_and_one_line_error():
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-m", "toconv.train", "model.compressor.kernel=3"],
+                         cwd=repo, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "unknown key 'model.compressor.kernel'" in out.stderr
+    assert "Traceback" not in out.stderr
