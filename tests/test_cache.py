@@ -67,6 +67,8 @@ def test_cache_round_trip_matches_the_encoder(encoder, image_dir, tmp_path):
     torch.testing.assert_close(reloaded.all_tokens(), tokens)
     torch.testing.assert_close(reloaded.all_cls(), cls)
     torch.testing.assert_close(reloaded[-1]["tokens"], tokens[-1])
+    half = FeatureCache(tmp_path / "cache", dtype=torch.float16)[4]["tokens"]
+    assert half.dtype == torch.float16 and torch.equal(half.float(), tokens[4])
     with pytest.raises(IndexError, match="index 6 out of range for a cache of 6 images"):
         reloaded[6]
 

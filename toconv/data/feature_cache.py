@@ -84,11 +84,13 @@ class FeatureCache(Dataset):
     """A finished cache folder as a Dataset: ``cache[i]`` -> ``{"tokens": (N, C), "cls": (C,)}``.
 
     Shards are opened with ``np.load(mmap_mode="r")`` on first access (also in each DataLoader
-    worker), so only the rows read are paged in; items are float32 tensors.
+    worker), so only the rows read are paged in. Items are ``dtype`` tensors (default float32;
+    ``torch.float16`` returns the stored values without a conversion on the CPU).
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, dtype: torch.dtype = torch.float32) -> None:
         self.root = Path(root)
+        self.dtype = dtype
         meta_path = self.root / META_NAME
         if not meta_path.is_file():
             raise FileNotFoundError(
@@ -178,8 +180,8 @@ class FeatureCache(Dataset):
         row = index - int(self._offsets[shard])
         tokens, cls = self.shard_arrays()
         return {
-            "tokens": torch.from_numpy(np.asarray(tokens[shard][row], dtype=np.float32)),
-            "cls": torch.from_numpy(np.asarray(cls[shard][row], dtype=np.float32)),
+            "tokens": torch.from_numpy(np.array(tokens[shard][row])).to(self.dtype),
+            "cls": torch.from_numpy(np.array(cls[shard][row])).to(self.dtype),
         }
 
     def all_tokens(self, dtype: torch.dtype = torch.float32) -> Tensor:
