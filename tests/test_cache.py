@@ -103,6 +103,8 @@ def test_complete_cache_is_reused_and_a_new_key_rebuilds(encoder, image_dir, tmp
     cache = build_feature_cache(counting, subset, tmp_path / "c", shard_size=4, progress=False)
     assert counting.encoded == len(cache) == 2
     assert cache.meta["key"]["source"]["subset_size"] == 2
+    assert cache.matches(encoder.name, subset) and not cache.matches(encoder.name, ds)
+    assert not cache.matches("dinov2-s336", subset)
     assert sorted(p.name for p in (tmp_path / "c").glob("shard_*")) == [
         "shard_00000.cls.npy",
         "shard_00000.json",

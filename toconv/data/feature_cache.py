@@ -138,6 +138,14 @@ class FeatureCache(Dataset):
         """Source files left out of the cache, with reasons."""
         return [SkippedFile(item["path"], item["reason"]) for item in self.meta["skipped"]]
 
+    def matches(self, encoder_name: str, dataset: ImageFolderDataset) -> bool:
+        """Whether this cache holds ``encoder_name`` tokens of exactly ``dataset``'s images.
+
+        Lets a trainer check a cache without loading the encoder.
+        """
+        key = self.meta["key"]
+        return key["encoder"] == encoder_name and key["source"] == dataset.describe()
+
     def shard_arrays(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Read-only memory maps per shard: patch tokens (n, N, C) and CLS (n, C), float16."""
         if self._tokens is None or self._cls is None:
