@@ -131,11 +131,15 @@ def test_killed_build_looks_incomplete_and_resumes_finished_shards(encoder, imag
     assert not list((tmp_path / "c").glob(".*tmp*"))
 
 
-def test_shard_of_only_broken_files_is_left_out(encoder, image_dir, tmp_path):
+def test_workers_and_a_shard_of_only_broken_files(encoder, image_dir, tmp_path):
     ds = ImageFolderDataset(image_dir, "train", val_fraction=0.0)
     assert ds.files[0] == "broken.jpg"
-    cache = build_feature_cache(encoder, ds, tmp_path / "c", shard_size=1, progress=False)
+    cache = build_feature_cache(
+        encoder, ds, tmp_path / "c", shard_size=1, num_workers=2, progress=False
+    )
     assert len(cache) == 6 and len(cache.meta["shards"]) == 6
+    # broken.jpg failed inside a worker process; the meta still counts it
+    assert sorted(Path(s.path).name for s in cache.skipped) == ["broken.jpg", "notes.txt"]
     reference = build_feature_cache(encoder, ds, tmp_path / "ref", shard_size=7, progress=False)
     torch.testing.assert_close(cache.all_tokens(), reference.all_tokens())
 
