@@ -85,12 +85,10 @@ class ImageFolderDataset(Dataset):
             raise FileNotFoundError(
                 f"expected an image folder at {str(root)!r}, found no folder there"
             )
-        self.split, self.val_fraction, self.subset_size, self.seed = (
-            split,
-            val_fraction,
-            subset_size,
-            seed,
-        )
+        self.split = split
+        self.val_fraction = val_fraction
+        self.subset_size = subset_size
+        self.seed = seed
         self.layout = (
             "imagenet" if any((self.root / s).is_dir() for s in ("train", "val")) else "folder"
         )
@@ -108,12 +106,7 @@ class ImageFolderDataset(Dataset):
         if subset_size is not None and subset_size < len(files):
             files = sorted(random.Random(f"subset-{seed}").sample(files, subset_size))
         elif subset_size is not None:
-            logger.info(
-                "subset_size=%d >= %d images in the %s split: using all",
-                subset_size,
-                len(files),
-                split,
-            )
+            logger.info("subset_size=%d >= %d %s images: using all", subset_size, len(files), split)
         self.files: list[str] = files
         if not files:
             logger.warning("no images found for split %r under %s", split, self.root)
