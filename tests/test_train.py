@@ -18,7 +18,7 @@ from toconv.train import main
 
 SMALL = ["training.batch_size=4", "training.n_critic=2", "model.rf_discriminator.hidden_dim=32",
          "model.rf_discriminator.depth=2", "model.rf_autoencoder.num_layers=2",
-         "model.rf_autoencoder.num_heads=2", "experiment.log_every_steps=1"]
+         "model.rf_autoencoder.num_heads=2", "experiment.log_every_steps=1", "hardware.device=cpu"]
 
 
 @pytest.fixture(scope="module")

@@ -37,8 +37,8 @@ def plot_rf_example(grid_tokens: Tensor, pred: Tensor, rf: RFGeometry, rf_index:
                     path: str | Path, title: str | None = None) -> Path:
     """Write a 4-panel figure for RF ``rf_index`` of one image.
 
-    Panels: the image's token grid in PCA colours with the RF's window outlined; the RF's original
-    and reconstructed tokens in one PCA colour space fitted on both (so differences show); the
+    Panels: the image's token grid in PCA colours (top-3 components of this image's tokens) with
+    the RF's window outlined; the RF's original and reconstructed tokens in the same colours; the
     cosine of each rebuilt token with its original.
 
     Args:
@@ -56,8 +56,7 @@ def plot_rf_example(grid_tokens: Tensor, pred: Tensor, rf: RFGeometry, rf_index:
     n, k, out = conv.input_grid_size, conv.kernel_size, conv.output_grid_size
     valid = rf.mask[rf_index]
     target = grid_tokens[rf.indices[rf_index]]  # (R, C)
-    (grid_rgb,) = pca_rgb(grid_tokens)
-    _, target_rgb, pred_rgb = pca_rgb(torch.cat([target[valid], pred[valid]]), target, pred)
+    grid_rgb, target_rgb, pred_rgb = pca_rgb(grid_tokens, target, pred)
 
     def window(rgb: Tensor) -> Tensor:
         """(R, 3) slot colours -> (k, k, 3) image, invalid slots gray."""
@@ -76,10 +75,9 @@ def plot_rf_example(grid_tokens: Tensor, pred: Tensor, rf: RFGeometry, rf_index:
     axes[0].add_patch(Rectangle((left - 0.5, top - 0.5), k, k, fill=False, edgecolor="black", lw=1))
     axes[0].set_title(f"input tokens ({n}×{n}, PCA→RGB)\nRF {rf_index} = output ({row}, {col})")
     axes[1].imshow(window(target_rgb).numpy(), interpolation="nearest")
-    axes[1].set_title(f"original RF tokens (PCA of RF)\n{int(valid.sum())} valid of {k}×{k}; "
-                      f"gray: outside grid")
+    axes[1].set_title(f"original RF tokens\n{int(valid.sum())} valid of {k}×{k}; gray: outside grid")
     axes[2].imshow(window(pred_rgb).numpy(), interpolation="nearest")
-    axes[2].set_title("reconstructed RF tokens\n(same colours as original)")
+    axes[2].set_title("reconstructed RF tokens\n(same PCA colours)")
     im = axes[3].imshow(rearrange(cosine, "(dy dx) -> dy dx", dy=k).numpy(), cmap="RdYlGn",
                         vmin=min(0.5, float(cosine.nan_to_num(1.0).min())), vmax=1.0)
     for r in range(k * k):
