@@ -1,0 +1,65 @@
+"""pca_init_: moment matching, information kept, alignment with pooling, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from toconv.models import TokenCompressor, gather_rf_tokens, pca_init_
+
+
+def smooth_tokens(b: int, grid: int, dim: int, seed: int = 0) -> torch.Tensor:
+    """(B, grid², dim) spatially correlated tokens with a non-zero mean and unequal channels."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, dim, grid, grid, generator=g)
+    x = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="circular"), 3, stride=1)
+    x = x * torch.linspace(0.5, 2.0, dim)[:, None, None] + torch.randn(dim, 1, 1, generator=g)
+    return rearrange(x, "b c h w -> b (h w) c")
+
+
+def linear_r2(z: torch.Tensor, target: torch.Tensor) -> float:
+    """R² of the best affine map from z (n, C) to target (n, D), fit and scored on the same set."""
+    design = torch.cat([z, torch.ones(len(z), 1)], dim=1).double()
+    coef = torch.linalg.lstsq(design, target.double()).solution
+    residual = target.double() - design @ coef
+    return float(1 - residual.pow(2).sum() / (target.double() - target.double().mean(0)).pow(2).sum())
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[TokenCompressor, torch.Tensor]:
+    tokens = smooth_tokens(64, 8, 12)
+    compressor = TokenCompressor(8, 4, 12)  # k=2, s=2: every RF is full
+    return pca_init_(compressor, tokens, generator=torch.Generator().manual_seed(0)), tokens
+
+
+def test_compressed_tokens_have_the_mean_and_covariance_of_real_ones(fitted) -> None:
+    compressor, tokens = fitted
+    with torch.no_grad():
+        z = rearrange(compressor(tokens), "b m c -> (b m) c")
+    x = rearrange(tokens, "b n c -> (b n) c")
+    torch.testing.assert_close(z.mean(0), x.mean(0), atol=1e-3, rtol=0)
+    torch.testing.assert_close(torch.cov(z.T), torch.cov(x.T), atol=2e-3, rtol=1e-3)
+
+
+def test_keeps_more_than_average_pooling_and_stays_aligned_with_it(fitted) -> None:
+    compressor, tokens = fitted
+    avg = TokenCompressor(8, 4, 12)
+    rf = compressor.rf
+    target = rearrange(gather_rf_tokens(tokens, rf), "b m r c -> (b m) (r c)")
+    with torch.no_grad():
+        z_pca = rearrange(compressor(tokens), "b m c -> (b m) c")
+        z_avg = rearrange(avg(tokens), "b m c -> (b m) c")
+    assert linear_r2(z_pca, target) > linear_r2(z_avg, target) + 0.02
+    centered = F.cosine_similarity(z_pca - z_pca.mean(0), z_avg - z_avg.mean(0), dim=-1)
+    assert centered.mean() > 0.6
+
+
+def test_refuses_what_it_cannot_fit() -> None:
+    with pytest.raises(ValueError, match="out_dim == hidden_dim=12"):
+        pca_init_(TokenCompressor(8, 4, 12, out_dim=6, init="random"), smooth_tokens(4, 8, 12))
+    with pytest.raises(ValueError, match=r"expected tokens \(B, 64, 12\)"):
+        pca_init_(TokenCompressor(8, 4, 12), smooth_tokens(4, 8, 10))
+    with pytest.raises(ValueError, match="more than 12 full receptive fields"):
+        pca_init_(TokenCompressor(8, 2, 12), smooth_tokens(2, 8, 12))  # 2 × 4 RFs
