@@ -5,9 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 #: Real photos for tests and benchmarks, beside the repository (absent on users' machines).
 IMAGENET_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample-800"
+
+
+#: Devices the device-agnostic tests run on: the CPU, plus CUDA where there is one.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest) -> torch.device:
+    return torch.device(request.param)
 
 
 @pytest.fixture
@@ -26,7 +36,6 @@ def save_tiny_clip(
     The default geometry matches CLIP-L/336 (24×24 patch grid) at a tiny width.
     """
     transformers = pytest.importorskip("transformers")
-    torch = pytest.importorskip("torch")
     config = transformers.CLIPVisionConfig(
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,

@@ -9,10 +9,10 @@ PAIRS = [(24, 12), (24, 8), (24, 6), (24, 4), (16, 12), (16, 8)]
 
 @pytest.mark.parametrize("pair", PAIRS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_shapes_and_dtypes(pair, dtype):
+def test_shapes_and_dtypes(pair, dtype, device):
     n_in, n_out = pair
-    c = TokenCompressor(n_in, n_out, hidden_dim=16).to(dtype)
-    x = torch.randn(2, n_in * n_in, 16, dtype=dtype)
+    c = TokenCompressor(n_in, n_out, hidden_dim=16).to(device, dtype)
+    x = torch.randn(2, n_in * n_in, 16, dtype=dtype, device=device)
     y = c(x)
     assert y.shape == (2, n_out * n_out, 16)
     assert y.dtype == dtype and y.device == x.device

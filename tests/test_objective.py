@@ -33,9 +33,9 @@ def grads(params: list[torch.nn.Parameter]) -> list[bool]:
 
 
 @pytest.mark.parametrize("design", ["rf", "global"])
-def test_critic_step_trains_only_the_critic(design: str) -> None:
-    obj = make_objective(design)
-    out = obj.critic_losses(torch.randn(3, 64, DIM))
+def test_critic_step_trains_only_the_critic(design: str, device: torch.device) -> None:
+    obj = make_objective(design).to(device)
+    out = obj.critic_losses(torch.randn(3, 64, DIM, device=device))
     out["loss"].backward()
     assert obj.design == design
     assert sum(grads(obj.critic_parameters())) >= len(obj.critic_parameters()) - 1  # not the last bias
@@ -44,9 +44,9 @@ def test_critic_step_trains_only_the_critic(design: str) -> None:
 
 
 @pytest.mark.parametrize("design", ["rf", "global"])
-def test_generator_step_trains_compressor_and_decoder(design: str) -> None:
-    obj = make_objective(design, ae_weight=2.0, wgan_weight=0.5)
-    out = obj.generator_losses(torch.randn(3, 64, DIM))
+def test_generator_step_trains_compressor_and_decoder(design: str, device: torch.device) -> None:
+    obj = make_objective(design, ae_weight=2.0, wgan_weight=0.5).to(device)
+    out = obj.generator_losses(torch.randn(3, 64, DIM, device=device))
     out["loss"].backward()
     assert all(grads(list(obj.compressor.parameters())))
     assert any(grads(list(obj.decoder.parameters())))
@@ -73,14 +73,14 @@ def test_real_samples_come_from_the_right_places() -> None:
 
 
 @pytest.mark.parametrize("design", ["rf", "global"])
-def test_reconstruct_is_in_rf_layout(design: str) -> None:
-    obj = make_objective(design, output=3)
-    tokens = torch.randn(2, 64, DIM)
+def test_reconstruct_is_in_rf_layout(design: str, device: torch.device) -> None:
+    obj = make_objective(design, output=3).to(device)
+    tokens = torch.randn(2, 64, DIM, device=device)
     pred, target = obj.reconstruct(tokens)
     rf = obj.rf
     assert pred.shape == target.shape == (2, rf.num_outputs, rf.max_size, DIM)
     torch.testing.assert_close(target, gather_rf_tokens(tokens, rf))
-    assert (pred[:, ~rf.mask] == 0).all()
+    assert (pred[:, ~rf.mask.to(device)] == 0).all()
 
 
 def test_mixed_designs_are_refused() -> None:
