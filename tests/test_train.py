@@ -148,9 +148,12 @@ def test_existing_run_needs_resume(workdir, full_run, capsys):
     assert "training.resume=auto" in capsys.readouterr().err
 
 
-def test_global_design_runs(workdir):
-    summary, run_dir = run(workdir, "global", "model.design=global", "training.epochs=1")
+def test_global_design_runs_from_a_pca_initialisation(workdir):
+    summary, run_dir = run(workdir, "global", "model.design=global", "model.compressor.init=pca",
+                           "training.epochs=1")
     assert summary["run"]["design"] == "global"
+    assert "fitting the PCA initialisation of the compressor on 9 training images" in (
+        run_dir / "train.log").read_text()
     assert TokenCompressor.from_pretrained(run_dir / "best.safetensors").geometry.output_grid_size == 12
     assert (run_dir / "visualizations" / "rf_heatmap_epoch_1.png").is_file()
 

@@ -55,7 +55,7 @@ def validate(cfg: DictConfig) -> None:
     positive = ["training.batch_size", "training.n_critic", "training.eval_every_epochs",
                 "encoder.batch_size", "experiment.log_every_steps", "model.rf_autoencoder.num_layers",
                 "model.rf_discriminator.depth", "model.compressor.input_grid_size",
-                "model.compressor.output_grid_size", "data.subset_size"]
+                "model.compressor.output_grid_size", "model.compressor.pca_images", "data.subset_size"]
     for key in positive:
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"{key}: expected an integer >= 1, got {OmegaConf.select(cfg, key)}")

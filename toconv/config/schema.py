@@ -17,7 +17,7 @@ _OBJECTIVE_DEFAULTS = {name: p.default for name, p in
 #: Allowed values of the string choices, checked after every merge (key -> choices).
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.design": ("rf", "global"),
-    "model.compressor.init": ("avg", "random"),
+    "model.compressor.init": ("avg", "random", "pca"),
     "model.rf_autoencoder.kind": ("conv", "attention"),
     "hardware.device": ("auto", "cpu", "cuda"),
     "hardware.mixed_precision": ("fp32", "fp16", "bf16"),
@@ -68,6 +68,9 @@ class CompressorSection:
     input_grid_size: int = 24
     output_grid_size: int = 12
     init: str = "avg"
+    """``avg`` (average pooling of each RF), ``random``, or ``pca`` (fitted on training tokens)."""
+    pca_images: int = 128
+    """Training images the ``pca`` initialisation is fitted on."""
 
 
 @dataclass

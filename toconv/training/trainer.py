@@ -28,6 +28,7 @@ from toconv.models import (
     RFConvDecoder,
     RFCritic,
     TokenCompressor,
+    pca_init_,
 )
 from toconv.training import checkpoint
 from toconv.training.data import (
@@ -80,8 +81,9 @@ def make_accelerator(hardware: DictConfig) -> Accelerator:
 def build_objective(cfg: DictConfig, hidden_dim: int) -> CompressorObjective:
     """Compressor, critic and decoder of ``cfg.model`` for tokens of width ``hidden_dim``."""
     m, d, a = cfg.model, cfg.model.rf_discriminator, cfg.model.rf_autoencoder
+    init = "avg" if m.compressor.init == "pca" else m.compressor.init  # pca: fitted after this
     compressor = TokenCompressor(m.compressor.input_grid_size, m.compressor.output_grid_size,
-                                 hidden_dim=hidden_dim, init=m.compressor.init)
+                                 hidden_dim=hidden_dim, init=init)
     geometry = compressor.geometry
     if m.design == "global":
         critic: nn.Module = GlobalCritic(hidden_dim, d.hidden_dim, d.depth, d.dropout)
@@ -129,6 +131,10 @@ class Trainer:
 
         set_seed(t.seed)
         self.objective = build_objective(cfg, hidden_dim)
+        if cfg.model.compressor.init == "pca":
+            count = min(cfg.model.compressor.pca_images, len(self.train_source))
+            logger.info("fitting the PCA initialisation of the compressor on %d training images", count)
+            pca_init_(self.objective.compressor, self.train_source.tokens(list(range(count))))
         self.generator = torch.Generator(device=self.device).manual_seed(
             t.seed + self.accelerator.process_index)
         betas = tuple(t.betas)
