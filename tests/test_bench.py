@@ -1,0 +1,61 @@
+"""Smoke test of the benchmark on generated tokens, and checks of its building blocks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import torch
+
+from toconv.bench.config import ProbeSettings, Recipe, quick_config
+from toconv.bench.data import synthetic_features
+from toconv.bench.methods import average_pool, tome_merge
+from toconv.bench.metrics import frechet_distance
+from toconv.bench.report import write_report
+from toconv.bench.runner import run_benchmark
+
+
+def test_tome_merge_keeps_size_weighted_mean_and_sources() -> None:
+    x = torch.randn(2, 36, 8)
+    merged, source = tome_merge(x, 9)
+    assert merged.shape == (2, 9, 8)
+    assert source.shape == (2, 36) and int(source.max()) == 8
+    counts = torch.stack([torch.bincount(s, minlength=9) for s in source]).float()
+    # the count-weighted mean of merged tokens equals the mean of the originals
+    torch.testing.assert_close((merged * counts[..., None]).sum(1) / 36, x.mean(1), atol=1e-5, rtol=1e-5)
+
+
+def test_average_pool_matches_blocks() -> None:
+    x = torch.arange(16.0).reshape(1, 16, 1)
+    assert average_pool(x, 2).flatten().tolist() == [2.5, 4.5, 10.5, 12.5]
+
+
+def test_frechet_zero_for_same_sample_and_grows_with_shift() -> None:
+    a = torch.randn(500, 4)
+    assert abs(frechet_distance(a, a)) < 1e-6
+    assert frechet_distance(a, a + 1.0) > 3.9
+
+
+def test_benchmark_smoke_on_generated_tokens(tmp_path) -> None:
+    features = synthetic_features(24, 8, grid_size=24, dim=16)
+    config = quick_config(
+        output_sizes=(12, 6),
+        recipe=replace(Recipe(), steps=2, batch_size=4, critic_hidden_dim=16, decoder_hidden_dim=16),
+        probe=replace(ProbeSettings(), decoder_steps=3, decoder_hidden_dim=16, head_steps=3,
+                      frechet_samples_per_image=4, swd_projections=8),
+        llm_image_tokens=(16, 4), llm_text_tokens=4, timing_images=2, timing_repeats=1)
+    report = run_benchmark(features, config, encoder_name=None, log=lambda _: None)
+    out = write_report(report, tmp_path / "report")
+    data = json.loads((out / "results.json").read_text())
+    methods = {"avg-pool", "bilinear", "tome", "keep-center", "toconv-rf", "toconv-global",
+               "toconv-recon", "unshuffle-linear"}
+    for size, tokens in (("12", 144), ("6", 36)):
+        block = data["sizes"][size]
+        assert set(block["methods"]) == methods
+        for m in block["methods"].values():
+            assert m["tokens"] == tokens
+            assert m["information"]["r2"] <= 1.0 and m["frechet"] >= -1e-6
+    assert [r["image_tokens"] for r in data["llm_prefill"]["rows"]] == [16, 4]
+    assert "toconv-rf" in (out / "report.md").read_text()
+    assert {p.name for p in out.glob("*.png")} == {"info_kept.png", "distribution.png",
+                                                    "plug_in.png", "tradeoff.png"}

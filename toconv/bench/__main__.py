@@ -1,0 +1,54 @@
+"""``python -m toconv.bench``: compare ToConv with other token reducers; writes a report folder."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from toconv.bench.config import full_config, quick_config
+from toconv.bench.data import build_cache, load_cache, synthetic_features
+from toconv.bench.report import write_report
+from toconv.bench.runner import run_benchmark
+
+DEFAULT_IMAGES = Path("../shared/data/imagenet-sample-800")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m toconv.bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a few minutes: fewer steps and images")
+    parser.add_argument("--cache", type=Path, help="feature cache folder with train/ and val/")
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES,
+                        help="image folder encoded into --cache-out when --cache is not given")
+    parser.add_argument("--encoder", default="dinov2-s336", help="encoder preset or local CLIP folder")
+    parser.add_argument("--cache-out", type=Path, default=Path(".cache/features/dinov2-s336"))
+    parser.add_argument("--synthetic", action="store_true", help="generated smooth tokens (no images)")
+    parser.add_argument("--out", type=Path, default=Path("reports/bench"))
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="output grid sizes")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    overrides = {"seed": args.seed, **({"output_sizes": tuple(args.sizes)} if args.sizes else {})}
+    config = quick_config(**overrides) if args.quick else full_config(**overrides)
+    encoder = None if args.synthetic else args.encoder
+    try:
+        if args.synthetic:
+            features = synthetic_features(640, 160, seed=args.seed)
+        elif args.cache:
+            features = load_cache(args.cache)
+        else:
+            features = build_cache(args.encoder, args.images, args.cache_out, seed=args.seed)
+    except (ImportError, OSError, ValueError) as err:
+        raise SystemExit(f"python -m toconv.bench: error: {err}") from err
+    report = run_benchmark(features, config, encoder)
+    out = write_report(report, args.out)
+    print(f"report written to {out} ({report['total_seconds'] / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()

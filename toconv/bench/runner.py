@@ -1,0 +1,136 @@
+"""One benchmark run: every method at every output size, all metrics, cost and LLM savings."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from toconv.bench.config import BenchConfig
+from toconv.bench.cost import (
+    clip_gpu_throughput,
+    encoder_ms_per_image,
+    llama_prefill_times,
+    reducer_ms_per_image,
+    vicuna7b_savings,
+)
+from toconv.bench.data import Features
+from toconv.bench.methods import Method, build_methods, grid_side
+from toconv.bench.metrics import (
+    PlugInProxy,
+    frechet_distance,
+    information_kept,
+    sample_rows,
+    sliced_wasserstein,
+)
+from toconv.geometry import RFGeometry, resolve_geometry
+
+
+def environment() -> dict[str, Any]:
+    """Versions and hardware the figures come from."""
+    versions = {}
+    for package in ("torch", "transformers", "numpy", "einops", "onnxruntime"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+            "versions": versions}
+
+
+def _apply(fn: Callable[[Tensor], Tensor], x: Tensor, chunk: int = 64) -> Tensor:
+    with torch.no_grad():
+        return torch.cat([fn(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
+
+
+def evaluate_size(features: Features, output_grid_size: int, config: BenchConfig,
+                  proxy: PlugInProxy, log: Callable[[str], None]) -> dict[str, Any]:
+    """Train and score every method at one output size (all figures on the val split)."""
+    train, val = features.train, features.val
+    side = grid_side(train.shape[1])
+    geometry = resolve_geometry(side, output_grid_size)
+    rf = RFGeometry.from_conv(geometry)
+    methods: list[Method] = build_methods(train, output_grid_size, rf, config.recipe, config.seed, log)
+    scale = float(train.std(dim=(0, 1)).mean())
+    samples = val.shape[0] * config.probe.frechet_samples_per_image
+    gen = torch.Generator().manual_seed(config.seed)
+    projections = torch.randn(config.probe.swd_projections, train.shape[-1], generator=gen)
+    projections = projections / projections.norm(dim=-1, keepdim=True)
+    originals = sample_rows(val / scale, 2 * samples, torch.Generator().manual_seed(config.seed + 1))
+    reference, floor = originals[:samples], originals[samples:]
+    timing_batch = val[: config.timing_images]
+    results: dict[str, Any] = {}
+    for method in methods:
+        started = time.perf_counter()
+        val_z = _apply(method.compress, val)
+        val_aligned = val_z if method.rf_tokens is None else _apply(method.rf_tokens, val)
+        info = information_kept(_apply(method.aligned, train), train, val_aligned, val, rf,
+                                config.probe, config.seed)
+        fake = sample_rows(val_z / scale, samples, torch.Generator().manual_seed(config.seed + 2))
+        results[method.name] = {
+            "tokens": val_z.shape[1],
+            "learned": method.learned,
+            "information": info,
+            "frechet": frechet_distance(fake, reference),
+            "sliced_wasserstein": sliced_wasserstein(fake, reference, projections),
+            "plug_in": proxy.score(val_z, features.val_cls),
+            "params": method.params,
+            "mflops_per_image": method.flops / 1e6,
+            "cpu_ms_per_image": reducer_ms_per_image(method.compress, timing_batch, config.timing_repeats),
+            "train_seconds": method.train_seconds,
+            "train_last_losses": method.history,
+        }
+        log(f"  {side}->{output_grid_size} {method.name}: R2={info['r2']:.3f} "
+            f"FD={results[method.name]['frechet']:.3f} ({time.perf_counter() - started:.0f} s)")
+    return {
+        "tokens": output_grid_size**2,
+        "geometry": {"kernel_size": geometry.kernel_size, "stride": geometry.stride,
+                     "padding": geometry.padding},
+        "frechet_samples": samples,
+        "token_scale": scale,
+        "reference": {"frechet": frechet_distance(floor, reference),
+                      "sliced_wasserstein": sliced_wasserstein(floor, reference, projections)},
+        "methods": results,
+    }
+
+
+def run_benchmark(features: Features, config: BenchConfig, encoder_name: str | None = None,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the whole benchmark on ``features``; returns the report dictionary (all figures)."""
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    features = features.limited(config.max_train_images, config.max_val_images)
+    log(f"data: {features.train.shape[0]} train / {features.val.shape[0]} val images, "
+        f"tokens {tuple(features.train.shape[1:])}")
+    proxy = PlugInProxy(features.train, features.train_cls, config.probe, config.seed)
+    report: dict[str, Any] = {
+        "config": config.to_dict(),
+        "environment": environment(),
+        "data": {**features.source, "train_images": features.train.shape[0],
+                 "val_images": features.val.shape[0], "tokens": features.train.shape[1],
+                 "dim": features.train.shape[2]},
+        "plug_in_ceiling": proxy.score(features.val, features.val_cls),
+        "sizes": {},
+    }
+    for out in config.output_sizes:
+        report["sizes"][str(out)] = evaluate_size(features, out, config, proxy, log)
+    if encoder_name and config.encoder_timing_images:
+        report["encoder"] = encoder_ms_per_image(encoder_name, config.encoder_timing_images,
+                                                 config.timing_repeats)
+    else:
+        report["encoder"] = {"skipped": "no encoder timed in this run"}
+    llm_tokens = list(config.llm_image_tokens)
+    report["llm_prefill"] = llama_prefill_times(llm_tokens, config.llm_text_tokens, config.llm_repeats,
+                                                config.seed)
+    report["vicuna7b"] = vicuna7b_savings(llm_tokens, config.llm_text_tokens)
+    report["gpu_throughput"] = clip_gpu_throughput(list(config.output_sizes), config.gpu_batch_size)
+    report["total_seconds"] = time.perf_counter() - started
+    return report
