@@ -113,13 +113,22 @@ class Trainer:
         self.is_main = self.accelerator.is_main_process
         self.progress = progress and self.is_main
         self.run_dir = self._run_dir()
-        self.log_file = self._start_log()
         resuming = t.resume == "auto" and checkpoint.has_training_state(self.run_dir)
         if checkpoint.has_training_state(self.run_dir) and not resuming:
             raise ValueError(f"run folder {self.run_dir} already holds a training state: continue it "
                              f"with training.resume=auto or choose another experiment.name")
-        logger.info("run folder %s (%s)", self.run_dir, "resuming" if resuming else "new run")
+        self.log_file = self._start_log()
+        try:
+            self._setup(resuming)
+        except BaseException:
+            self.close()
+            raise
 
+    def _setup(self, resuming: bool) -> None:
+        """Data, models, optimizers, resumed state and trackers (the log is already open)."""
+        cfg, t = self.cfg, self.cfg.training
+        self.tracker: Tracker | None = None
+        logger.info("run folder %s (%s)", self.run_dir, "resuming" if resuming else "new run")
         self._encoder: FrozenEncoder | None = None
         self.train_source, self.val_source = self._sources()
         grid, hidden_dim = self._token_geometry()
@@ -165,7 +174,8 @@ class Trainer:
         e, m = self.cfg.experiment, self.cfg.model
         name = e.name
         if name is None:
-            encoder = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(self.cfg.encoder.name).name)
+            encoder = "".join(ch if ch.isalnum() or ch in "-_." else "_"
+                              for ch in Path(self.cfg.encoder.name).name)
             name = (f"{encoder}-{m.design}-{m.compressor.input_grid_size}to"
                     f"{m.compressor.output_grid_size}-{time.strftime('%Y%m%d-%H%M%S')}")
             name = broadcast_object_list([name])[0] if self.accelerator.num_processes > 1 else name
