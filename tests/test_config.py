@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
+pytest.importorskip("omegaconf", reason="the trainer needs the train extra: pip install '.[train]'")
+pytest.importorskip("tensorboard", reason="the trainer needs the train extra: pip install '.[train]'")
+
 from omegaconf import OmegaConf
 
 from toconv.config import PRESETS, ConfigError, default_config, load_config, save_config

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+pytest.importorskip("omegaconf", reason="the trainer needs the train extra: pip install '.[train]'")
+pytest.importorskip("tensorboard", reason="the trainer needs the train extra: pip install '.[train]'")
+
 import matplotlib.image
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
