@@ -47,7 +47,7 @@ def test_benchmark_smoke_on_generated_tokens(tmp_path) -> None:
     report = run_benchmark(features, config, encoder_name=None, log=lambda _: None)
     out = write_report(report, tmp_path / "report")
     data = json.loads((out / "results.json").read_text())
-    methods = {"avg-pool", "bilinear", "tome", "keep-center", "toconv-rf", "toconv-global",
+    methods = {"avg-pool", "bilinear", "tome", "keep-center", "toconv-init", "toconv-rf", "toconv-global",
                "toconv-recon", "unshuffle-linear"}
     for size, tokens in (("12", 144), ("6", 36)):
         block = data["sizes"][size]

@@ -24,7 +24,8 @@ class Recipe:
     ae_weight: float = 1.0
     wgan_weight: float = 0.1
     lambda_gp: float = 10.0
-    init: str = "avg"
+    init: str = "pca"
+    """``pca`` (:func:`toconv.models.pca_init_` on the train tokens), ``avg`` or ``random``."""
     critic_hidden_dim: int = 256
     critic_depth: int = 3
     decoder_layers: int = 2

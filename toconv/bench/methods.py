@@ -5,6 +5,7 @@ Every method maps (B, N, C) patch tokens of a square grid to (B, M, C) tokens.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,14 @@ from torch import Tensor, nn
 from toconv.bench.config import Recipe
 from toconv.geometry import RFGeometry, gather_rf_tokens
 from toconv.losses import reconstruction_loss
-from toconv.models import GlobalCritic, GlobalDecoder, RFConvDecoder, RFCritic, TokenCompressor
+from toconv.models import (
+    GlobalCritic,
+    GlobalDecoder,
+    RFConvDecoder,
+    RFCritic,
+    TokenCompressor,
+    pca_init_,
+)
 from toconv.training import CompressorObjective
 
 Reducer = Callable[[Tensor], Tensor]
@@ -158,17 +166,26 @@ def n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def train_toconv(tokens: Tensor, output_grid_size: int, recipe: Recipe, design: str = "rf",
+def init_compressor(tokens: Tensor, output_grid_size: int, recipe: Recipe,
+                    generator: torch.Generator | None = None) -> TokenCompressor:
+    """The untrained ToConv compressor of ``recipe.init`` for (n, N, C) train tokens."""
+    _, num_tokens, dim = tokens.shape
+    init = "avg" if recipe.init == "pca" else recipe.init  # pca: fitted right after
+    compressor = TokenCompressor(grid_side(num_tokens), output_grid_size, hidden_dim=dim, init=init)
+    return pca_init_(compressor, tokens, generator=generator) if recipe.init == "pca" else compressor
+
+
+def train_toconv(tokens: Tensor, start: TokenCompressor, recipe: Recipe, design: str = "rf",
                  adversarial: bool = True, seed: int = 0) -> tuple[TokenCompressor, dict[str, float]]:
-    """Train a ToConv compressor with :class:`CompressorObjective` on (n, N, C) train tokens.
+    """Train a copy of the ``start`` compressor with :class:`CompressorObjective` on (n, N, C) tokens.
 
     ``adversarial=False`` trains on reconstruction alone (``wgan_weight=0``, no critic steps).
     Returns the compressor (eval mode) and the last step's losses.
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    n, num_tokens, dim = tokens.shape
-    compressor = TokenCompressor(grid_side(num_tokens), output_grid_size, hidden_dim=dim, init=recipe.init)
+    n, _, dim = tokens.shape
+    compressor = copy.deepcopy(start).train()
     geometry = compressor.geometry
     if design == "rf":
         critic: nn.Module = RFCritic(dim, recipe.critic_hidden_dim, recipe.critic_depth)
@@ -261,9 +278,15 @@ def build_methods(train_tokens: Tensor, output_grid_size: int, rf: RFGeometry, r
         ("toconv-recon", dict(design="rf", adversarial=False)),
     ]
     conv_flops = 2 * m * k * k * dim * dim
+    started = time.perf_counter()
+    start = init_compressor(train_tokens, output_grid_size, recipe, torch.Generator().manual_seed(seed))
+    seconds = time.perf_counter() - started
+    log(f"  {recipe.init} initialisation {side}->{output_grid_size} in {seconds:.0f} s")
+    methods.append(Method("toconv-init", _frozen(start.eval()), n_params(start), conv_flops, True,
+                          train_seconds=seconds))
     for name, kwargs in trained:
         started = time.perf_counter()
-        compressor, history = train_toconv(train_tokens, output_grid_size, recipe, seed=seed, **kwargs)
+        compressor, history = train_toconv(train_tokens, start, recipe, seed=seed, **kwargs)
         seconds = time.perf_counter() - started
         log(f"  trained {name} {side}->{output_grid_size} in {seconds:.0f} s: {history}")
         methods.append(Method(name, _frozen(compressor), n_params(compressor), conv_flops, True,
