@@ -136,17 +136,17 @@ def default_cache_dir(cache_root: str | Path, encoder_name: str,
 
 def _complete_cache(folder: Path, encoder_name: str, dataset: ImageFolderDataset) -> FeatureCache | None:
     """The cache in ``folder`` if it is complete and was built from this encoder and these images."""
-    meta = folder / "meta.json"
-    if not meta.is_file():
+    if not (folder / "meta.json").is_file():
         return None
-    key = json.loads(meta.read_text()).get("key", {})
-    if key.get("encoder") != encoder_name or key.get("source") != dataset.describe():
+    cache = FeatureCache(folder)
+    if not cache.matches(encoder_name, dataset):
+        key = cache.meta["key"]
         raise ValueError(
-            f"feature cache {folder} was built for encoder {key.get('encoder')!r} and images "
-            f"{key.get('source')}, expected encoder {encoder_name!r} and images "
+            f"feature cache {folder} was built for encoder {key['encoder']!r} and images "
+            f"{key['source']}, expected encoder {encoder_name!r} and images "
             f"{dataset.describe()}; choose another data.cache_dir (or leave it unset)"
         )
-    return FeatureCache(folder)
+    return cache
 
 
 def open_or_build_caches(cache_dir: Path, encoder_name: str, datasets: dict[str, ImageFolderDataset],
