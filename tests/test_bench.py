@@ -10,7 +10,8 @@ import torch
 from toconv.bench.config import ProbeSettings, Recipe, quick_config
 from toconv.bench.data import synthetic_features
 from toconv.bench.methods import average_pool, tome_merge
-from toconv.bench.metrics import frechet_distance
+from toconv.bench.metrics import frechet_distance, linear_information
+from toconv.geometry import RFGeometry, resolve_geometry
 from toconv.bench.report import write_report
 from toconv.bench.runner import run_benchmark
 
@@ -36,6 +37,20 @@ def test_frechet_zero_for_same_sample_and_grows_with_shift() -> None:
     assert frechet_distance(a, a + 1.0) > 3.9
 
 
+def test_linear_information_is_exact_for_affine_rfs_and_zero_for_noise() -> None:
+    rf = RFGeometry.from_conv(resolve_geometry(8, 4))
+    gen = torch.Generator().manual_seed(0)
+    blocks = torch.randn(64, 4, 4, 6, generator=gen)
+    slot_scale = torch.tensor([1.0, -2.0, 0.5, 3.0])  # each RF slot is a different affine map of z
+    x = torch.einsum("nhwc,pq->nhpwqc", blocks, torch.ones(2, 2)) * slot_scale.view(1, 1, 2, 1, 2, 1)
+    x = x.reshape(64, 64, 6) + 1.0
+    z = blocks.reshape(64, 16, 6)
+    exact = linear_information(z[:48], x[:48], z[48:], x[48:], rf, ridge=1e-9)
+    assert exact["r2"] > 0.999 and exact["centered_cosine"] > 0.999
+    noise = torch.randn(64, 16, 6, generator=gen)
+    assert abs(linear_information(noise[:48], x[:48], noise[48:], x[48:], rf)["r2"]) < 0.2
+
+
 def test_benchmark_smoke_on_generated_tokens(tmp_path) -> None:
     features = synthetic_features(24, 8, grid_size=24, dim=16)
     config = quick_config(
@@ -55,7 +70,8 @@ def test_benchmark_smoke_on_generated_tokens(tmp_path) -> None:
         for m in block["methods"].values():
             assert m["tokens"] == tokens
             assert m["information"]["r2"] <= 1.0 and m["frechet"] >= -1e-6
+            assert m["information_linear"]["r2"] <= 1.0
     assert [r["image_tokens"] for r in data["llm_prefill"]["rows"]] == [16, 4]
     assert "toconv-rf" in (out / "report.md").read_text()
-    assert {p.name for p in out.glob("*.png")} == {"info_kept.png", "distribution.png",
-                                                    "plug_in.png", "tradeoff.png"}
+    assert {p.name for p in out.glob("*.png")} == {"info_kept.png", "info_kept_decoder.png",
+                                                    "distribution.png", "plug_in.png", "tradeoff.png"}

@@ -198,12 +198,15 @@ def train_toconv(tokens: Tensor, start: TokenCompressor, recipe: Recipe, design:
     wgan_weight = recipe.wgan_weight if adversarial else 0.0
     objective = CompressorObjective(compressor, critic, decoder, recipe.ae_weight, wgan_weight,
                                     recipe.lambda_gp)
-    opt_g = torch.optim.Adam(objective.generator_parameters(), recipe.lr_compressor, recipe.betas)
+    opt_g = torch.optim.Adam([{"params": compressor.parameters(), "lr": recipe.lr_compressor},
+                              {"params": decoder.parameters(), "lr": recipe.lr_decoder}],
+                             betas=recipe.betas)
     opt_c = torch.optim.Adam(objective.critic_parameters(), recipe.lr_critic, recipe.betas)
     objective.train()
     last: dict[str, float] = {}
-    for idx in _batches(n, recipe.batch_size, recipe.steps, generator):
+    for step, idx in enumerate(_batches(n, recipe.batch_size, recipe.steps, generator)):
         batch = tokens[idx]
+        compressor.requires_grad_(step >= recipe.warmup_steps)
         for _ in range(recipe.n_critic if wgan_weight else 0):
             opt_c.zero_grad(set_to_none=True)
             critic_out = objective.critic_losses(batch, generator)
@@ -216,7 +219,7 @@ def train_toconv(tokens: Tensor, start: TokenCompressor, recipe: Recipe, design:
         nn.utils.clip_grad_norm_(objective.generator_parameters(), recipe.grad_clip)
         opt_g.step()
         last.update({k: float(gen_out[k]) for k in ("reconstruction", "adversarial", "cosine")})
-    return compressor.eval(), last
+    return compressor.requires_grad_(True).eval(), last
 
 
 def train_unshuffle(tokens: Tensor, output_grid_size: int, rf: RFGeometry, recipe: Recipe,
@@ -228,7 +231,8 @@ def train_unshuffle(tokens: Tensor, output_grid_size: int, rf: RFGeometry, recip
     reducer = UnshuffleLinear(dim, grid_side(num_tokens), output_grid_size)
     decoder = RFConvDecoder(dim, rf.conv, recipe.decoder_layers, recipe.decoder_hidden_dim)
     params = list(reducer.parameters()) + list(decoder.parameters())
-    opt = torch.optim.Adam(params, recipe.lr_compressor, recipe.betas)
+    opt = torch.optim.Adam([{"params": reducer.parameters(), "lr": recipe.lr_baseline},
+                            {"params": decoder.parameters(), "lr": recipe.lr_decoder}], betas=recipe.betas)
     rec = None
     for idx in _batches(n, recipe.batch_size, recipe.steps, generator):
         batch = tokens[idx]

@@ -73,6 +73,50 @@ def information_kept(train_z: Tensor, train_x: Tensor, val_z: Tensor, val_x: Ten
             "decoder_params": sum(p.numel() for p in decoder.parameters())}
 
 
+def linear_information(train_z: Tensor, train_x: Tensor, val_z: Tensor, val_x: Tensor,
+                       rf: RFGeometry, ridge: float = 1e-3, chunk: int = 64) -> dict[str, float]:
+    """Closed-form linear RF decoder: the ridge regression of every RF slot on its compressed token.
+
+    One affine map per slot r, shared by all RFs (like :class:`RFConvDecoder`), fitted on the train
+    split over the RFs where slot r is valid; no optimiser, so no training budget favours a method.
+
+    Args:
+        train_z / val_z: (n, M, C) compressed tokens aligned with the RFs (token m ↔ RF m).
+        train_x / val_x: (n, N, C) original tokens.
+        ridge: penalty as a fraction of the mean diagonal of the Gram matrix.
+    Returns:
+        ``r2`` (1 − SSE/SST over valid val slots, SST around the mean val original token) and
+        ``centered_cosine`` (prediction and target minus the mean train token).
+    """
+    mask = rf.mask.to(train_z.dtype)  # (M, R)
+    dim = train_z.shape[-1]
+
+    def design(z: Tensor) -> Tensor:
+        return torch.cat([z.double(), z.new_ones(*z.shape[:-1], 1, dtype=torch.float64)], dim=-1)
+
+    gram = cross = 0.0
+    for part in _chunks(train_z.shape[0], chunk):
+        z = design(train_z[part])  # (b, M, C+1)
+        target = train_x[part][:, rf.indices].double()  # (b, M, R, C)
+        gram = gram + einsum(z, mask.double(), z, "b m i, m r, b m j -> r i j")
+        cross = cross + einsum(z, mask.double(), target, "b m i, m r, b m r c -> r i c")
+    eye = torch.eye(dim + 1, dtype=torch.float64)
+    penalty = ridge * torch.diagonal(gram, dim1=-2, dim2=-1).mean(-1)[:, None, None]
+    weight = torch.linalg.solve(gram + penalty * eye, cross)  # (R, C+1, C)
+
+    val_mean, train_mean = val_x.mean(dim=(0, 1)).double(), train_x.mean(dim=(0, 1)).double()
+    sse = sst = ccos_sum = 0.0
+    for part in _chunks(val_z.shape[0], chunk):
+        pred = einsum(design(val_z[part]), weight, "b m i, r i c -> b m r c")
+        target = val_x[part][:, rf.indices].double()
+        sse += float(((pred - target).pow(2).sum(-1) * mask).sum())
+        sst += float(((target - val_mean).pow(2).sum(-1) * mask).sum())
+        ccos = F.cosine_similarity(pred - train_mean, target - train_mean, dim=-1)
+        ccos_sum += float((ccos * mask).sum())
+    count = float(mask.sum()) * val_z.shape[0]
+    return {"r2": 1.0 - sse / sst, "centered_cosine": ccos_sum / count}
+
+
 def frechet_distance(a: Tensor, b: Tensor) -> float:
     """Fréchet distance between Gaussians fitted to two samples (S, C), in float64.
 

@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-COLUMNS = ("size", "method", "tokens", "R²", "centred cos", "Fréchet", "sliced W2",
+COLUMNS = ("size", "method", "tokens", "R² linear", "R² decoder", "centred cos", "Fréchet", "sliced W2",
            "plug-in cos", "params", "MFLOPs/img", "CPU ms/img", "% encoder")
 
 
 def _row(size: str, name: str, m: dict[str, Any], encoder_ms: float | None) -> list[str]:
     share = f"{100 * m['cpu_ms_per_image'] / encoder_ms:.2f}" if encoder_ms else "n/a"
-    return [f"24→{size}", name, str(m["tokens"]), f"{m['information']['r2']:.3f}",
+    return [f"24→{size}", name, str(m["tokens"]), f"{m['information_linear']['r2']:.3f}",
+            f"{m['information']['r2']:.3f}",
             f"{m['information']['centered_cosine']:.3f}", f"{m['frechet']:.3f}",
             f"{m['sliced_wasserstein']:.4f}", f"{m['plug_in']['centered_cosine']:.3f}",
             f"{m['params']:,}", f"{m['mflops_per_image']:.1f}", f"{m['cpu_ms_per_image']:.3f}", share]
@@ -30,7 +31,7 @@ def markdown(report: dict[str, Any]) -> str:
     for size, block in report["sizes"].items():
         rows += [_row(size, name, m, encoder_ms) for name, m in block["methods"].items()]
         ref = block["reference"]
-        rows.append([f"24→{size}", "*originals (floor)*", "", "", "", f"{ref['frechet']:.3f}",
+        rows.append([f"24→{size}", "*originals (floor)*", "", "", "", "", f"{ref['frechet']:.3f}",
                      f"{ref['sliced_wasserstein']:.4f}", "", "", "", "", ""])
     data, env = report["data"], report["environment"]
     ceiling = report["plug_in_ceiling"]
@@ -62,16 +63,20 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", f"Environment: Python {env['python']}, {env['platform']}, {env['cpu_count']} CPUs, "
               f"torch threads {env['torch_threads']}, versions {env['versions']}. "
               f"Total {report['total_seconds'] / 60:.1f} min.", "",
-              "Notes: average pooling is non-overlapping adaptive pooling; keep-center keeps each RF's "
-              "centre token (a real-token reference, Fréchet ≈ floor by construction); ToMe tokens "
-              "are matched to RFs through the merge source map (the merged token holding each RF's "
-              "centre) for the R² decoder only. Fréchet and sliced W2 use tokens divided by the mean "
+              "Notes: R² linear is a closed-form ridge regression of every RF token on the "
+              "compressed token (one affine map per RF slot); R² decoder and the centred cosine come "
+              "from a trained RF decoder of the same size for every method. Average pooling is "
+              "non-overlapping adaptive pooling; keep-center keeps each RF's centre token (a "
+              "real-token reference, Fréchet ≈ floor by construction); ToMe tokens are matched to "
+              "RFs through the merge source map (the merged token holding each RF's centre) for "
+              "the R² probes only. Fréchet and sliced W2 use tokens divided by the mean "
               "per-channel std of the train originals and the same sample count per method.", ""]
     return "\n".join(lines)
 
 
 def plot(report: dict[str, Any], out_dir: Path) -> list[Path]:
-    """info_kept.png (R² vs tokens), distribution.png (Fréchet, log, vs tokens), tradeoff.png."""
+    """info_kept.png / info_kept_decoder.png (R² vs tokens), distribution.png (Fréchet, log, vs
+    tokens), plug_in.png and tradeoff.png (linear R² vs Fréchet per size)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,7 +85,8 @@ def plot(report: dict[str, Any], out_dir: Path) -> list[Path]:
     sizes = report["sizes"]
     names = list(next(iter(sizes.values()))["methods"])
     paths = []
-    panels = (("info_kept.png", lambda m: m["information"]["r2"], "val R² (RF decoder)"),
+    panels = (("info_kept.png", lambda m: m["information_linear"]["r2"], "val R² (linear RF decoder)"),
+              ("info_kept_decoder.png", lambda m: m["information"]["r2"], "val R² (trained RF decoder)"),
               ("distribution.png", lambda m: m["frechet"], "Fréchet distance"),
               ("plug_in.png", lambda m: m["plug_in"]["centered_cosine"], "plug-in centred cosine"))
     for fname, key, ylabel in panels:
@@ -105,11 +111,11 @@ def plot(report: dict[str, Any], out_dir: Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(sizes), figsize=(4 * len(sizes), 3.6), squeeze=False)
     for ax, (size, block) in zip(axes[0], sizes.items(), strict=True):
         for name, m in block["methods"].items():
-            ax.scatter(m["frechet"], m["information"]["r2"], label=name)
+            ax.scatter(m["frechet"], m["information_linear"]["r2"], label=name)
         ax.set_xscale("log")
         ax.set_title(f"24→{size}")
         ax.set_xlabel("Fréchet (lower is better)")
-        ax.set_ylabel("R² (higher is better)")
+        ax.set_ylabel("linear R² (higher is better)")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_dir / "tradeoff.png", dpi=120)

@@ -26,6 +26,7 @@ from toconv.bench.metrics import (
     PlugInProxy,
     frechet_distance,
     information_kept,
+    linear_information,
     sample_rows,
     sliced_wasserstein,
 )
@@ -72,13 +73,15 @@ def evaluate_size(features: Features, output_grid_size: int, config: BenchConfig
         started = time.perf_counter()
         val_z = _apply(method.compress, val)
         val_aligned = val_z if method.rf_tokens is None else _apply(method.rf_tokens, val)
-        info = information_kept(_apply(method.aligned, train), train, val_aligned, val, rf,
-                                config.probe, config.seed)
+        train_aligned = _apply(method.aligned, train)
+        info = information_kept(train_aligned, train, val_aligned, val, rf, config.probe, config.seed)
+        linear = linear_information(train_aligned, train, val_aligned, val, rf)
         fake = sample_rows(val_z / scale, samples, torch.Generator().manual_seed(config.seed + 2))
         results[method.name] = {
             "tokens": val_z.shape[1],
             "learned": method.learned,
             "information": info,
+            "information_linear": linear,
             "frechet": frechet_distance(fake, reference),
             "sliced_wasserstein": sliced_wasserstein(fake, reference, projections),
             "plug_in": proxy.score(val_z, features.val_cls),
@@ -88,7 +91,8 @@ def evaluate_size(features: Features, output_grid_size: int, config: BenchConfig
             "train_seconds": method.train_seconds,
             "train_last_losses": method.history,
         }
-        log(f"  {side}->{output_grid_size} {method.name}: R2={info['r2']:.3f} "
+        log(f"  {side}->{output_grid_size} {method.name}: R2 linear={linear['r2']:.3f} "
+            f"decoder={info['r2']:.3f} "
             f"FD={results[method.name]['frechet']:.3f} ({time.perf_counter() - started:.0f} s)")
     return {
         "tokens": output_grid_size**2,
