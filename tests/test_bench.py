@@ -11,9 +11,9 @@ from toconv.bench.config import ProbeSettings, Recipe, quick_config
 from toconv.bench.data import synthetic_features
 from toconv.bench.methods import average_pool, tome_merge
 from toconv.bench.metrics import frechet_distance, linear_information
-from toconv.geometry import RFGeometry, resolve_geometry
 from toconv.bench.report import write_report
 from toconv.bench.runner import run_benchmark
+from toconv.geometry import RFGeometry, resolve_geometry
 
 
 def test_tome_merge_keeps_size_weighted_mean_and_sources() -> None:

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from toconv import TokenCompressor
 from toconv.train import main
 
-SMALL = ["training.batch_size=4", "training.n_critic=2", "model.rf_discriminator.hidden_dim=32",
+SMALL = ["training.batch_size=4", "training.n_critic=2", "training.warmup_steps=2", "model.rf_discriminator.hidden_dim=32",
          "model.rf_discriminator.depth=2", "model.rf_autoencoder.num_layers=2",
          "model.rf_autoencoder.num_heads=2", "experiment.log_every_steps=1", "hardware.device=cpu"]
 
@@ -160,6 +160,19 @@ def test_global_design_runs_from_a_pca_initialisation(workdir):
         run_dir / "train.log").read_text()
     assert TokenCompressor.from_pretrained(run_dir / "best.safetensors").geometry.output_grid_size == 12
     assert (run_dir / "visualizations" / "rf_heatmap_epoch_1.png").is_file()
+
+
+def test_warmup_keeps_the_compressor_at_its_initialisation(workdir):
+    _, run_dir = run(workdir, "warmup", "model.compressor.init=avg", "training.warmup_steps=3",
+                     "training.max_steps=3", "training.eval_every_epochs=5")
+    trained = TokenCompressor.from_pretrained(run_dir / "latest.safetensors")
+    cfg = trained.config
+    start = TokenCompressor(cfg.input_grid_size, cfg.output_grid_size, hidden_dim=cfg.hidden_dim, init="avg")
+    assert all(torch.equal(v, start.state_dict()[k]) for k, v in trained.state_dict().items())
+    folder = json.loads((run_dir / "state" / "latest.json").read_text())["folder"]
+    state = torch.load(run_dir / "state" / folder / "trainer.pt", weights_only=True)["generator_optimizer"]
+    compressor_ids = state["param_groups"][0]["params"]
+    assert state["state"] and not set(state["state"]) & set(compressor_ids)  # only the decoder stepped
 
 
 def test_encoder_in_the_loop_counts_skipped_files(workdir):

@@ -19,7 +19,7 @@ class Recipe:
     the critic learn fast and get ``warmup_steps`` with the compressor frozen first.
     """
 
-    steps: int = 300
+    steps: int = 200
     batch_size: int = 8
     n_critic: int = 5
     lr_compressor: float = 3e-6
@@ -27,7 +27,7 @@ class Recipe:
     lr_critic: float = 4e-4
     lr_baseline: float = 1e-4
     """Learning rate of the pixel-unshuffle + linear baseline (it starts as the window average)."""
-    warmup_steps: int = 50
+    warmup_steps: int = 40
     """Steps at the start where only the decoder and the critic learn (the compressor is frozen)."""
     betas: tuple[float, float] = (0.5, 0.9)
     grad_clip: float = 1.0
@@ -51,7 +51,7 @@ class ProbeSettings:
     decoder_hidden_dim: int | None = None
     """None: the token width. A narrower probe is a bottleneck that favours codes whose information
     sits in few directions (pooling) over codes that use every channel (PCA)."""
-    decoder_steps: int = 300
+    decoder_steps: int = 200
     decoder_batch_tokens: int = 256
     decoder_lr: float = 1e-3
     head_steps: int = 200

@@ -207,9 +207,13 @@ def train_toconv(tokens: Tensor, start: TokenCompressor, recipe: Recipe, design:
     for step, idx in enumerate(_batches(n, recipe.batch_size, recipe.steps, generator)):
         batch = tokens[idx]
         compressor.requires_grad_(step >= recipe.warmup_steps)
-        for _ in range(recipe.n_critic if wgan_weight else 0):
+        critic_steps = recipe.n_critic if wgan_weight else 0
+        if critic_steps:
+            with torch.no_grad():
+                fake = compressor(batch)  # the compressor is fixed during the critic steps
+        for _ in range(critic_steps):
             opt_c.zero_grad(set_to_none=True)
-            critic_out = objective.critic_losses(batch, generator)
+            critic_out = objective.critic_losses(batch, generator, fake)
             critic_out["loss"].backward()
             opt_c.step()
             last["wasserstein"] = float(critic_out["wasserstein"])

@@ -67,8 +67,9 @@ class DataConfig:
 class CompressorSection:
     input_grid_size: int = 24
     output_grid_size: int = 12
-    init: str = "avg"
-    """``avg`` (average pooling of each RF), ``random``, or ``pca`` (fitted on training tokens)."""
+    init: str = "pca"
+    """``pca`` (moment-matched PCA code of each RF, fitted on training tokens; see
+    :func:`toconv.models.pca_init_`), ``avg`` (average pooling of each RF) or ``random``."""
     pca_images: int = 128
     """Training images the ``pca`` initialisation is fitted on."""
 
@@ -125,9 +126,14 @@ class TrainingConfig:
     epochs: int = 10
     batch_size: int = 32
     n_critic: int = 5
-    lr_compressor: float = 1e-4
-    """Learning rate of the compressor and the decoder (one Adam)."""
-    lr_critic: float = 1e-4
+    lr_compressor: float = 3e-6
+    """Learning rate of the compressor. Adam moves each of its k²C·C weights by about this much per
+    step, so large rates push its tokens off the real-token distribution within tens of steps."""
+    lr_decoder: float = 1e-3
+    """Learning rate of the decoder (same Adam as the compressor, its own parameter group)."""
+    lr_critic: float = 4e-4
+    warmup_steps: int = 50
+    """First compressor steps in which only the decoder (and the critic) learn."""
     betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
     grad_clip: float | None = 1.0
     """Max gradient norm of the compressor+decoder step; null: no clipping."""

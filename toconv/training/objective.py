@@ -79,13 +79,18 @@ class CompressorObjective(nn.Module):
         idx = keys.argsort(dim=1)[:, : self.rf.num_outputs]
         return tokens.gather(1, idx.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
 
-    def critic_losses(self, tokens: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def critic_losses(self, tokens: Tensor, generator: torch.Generator | None = None,
+                      fake: Tensor | None = None) -> dict[str, Tensor]:
         """Critic step on (B, N, C) tokens; the compressor output is detached.
 
+        ``fake``: the compressor's (B, M, C) output for ``tokens`` when the caller already has it
+        (several critic steps between two compressor steps share it).
         Returns ``loss`` (to minimise), ``wasserstein`` (detached estimate), ``gradient_penalty``.
         """
-        with torch.no_grad():
-            fake = self.compressor(tokens)
+        if fake is None:
+            with torch.no_grad():
+                fake = self.compressor(tokens)
+        fake = fake.detach()
         real = self.real_samples(tokens, generator)
         real_scores, fake_scores = self.critic(real), self.critic(fake)
         gp = gradient_penalty(self.critic, real, fake, self.lambda_gp, generator)
