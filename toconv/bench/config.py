@@ -92,8 +92,8 @@ def full_config(**overrides: Any) -> BenchConfig:
 def quick_config(**overrides: Any) -> BenchConfig:
     """A few minutes: fewer steps and images, same methods and metrics."""
     base = BenchConfig(
-        recipe=replace(Recipe(), steps=100, warmup_steps=20),
-        probe=replace(ProbeSettings(), decoder_steps=100, head_steps=100, swd_projections=64),
+        recipe=replace(Recipe(), steps=30, warmup_steps=10, n_critic=2),
+        probe=replace(ProbeSettings(), decoder_steps=50, head_steps=100, swd_projections=64),
         max_train_images=160,
         max_val_images=64,
         timing_images=4,

@@ -81,6 +81,7 @@ def plot(report: dict[str, Any], out_dir: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     sizes = report["sizes"]
     names = list(next(iter(sizes.values()))["methods"])
@@ -98,9 +99,12 @@ def plot(report: dict[str, Any], out_dir: Path) -> list[Path]:
             ax.plot([b["tokens"] for b in sizes.values()], [b["reference"]["frechet"] for b in sizes.values()],
                     "k--", label="originals (floor)")
             ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(NullFormatter())
         if fname == "plug_in.png":
             ax.axhline(report["plug_in_ceiling"]["centered_cosine"], color="k", ls="--", label="576 originals")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xticks([b["tokens"] for b in sizes.values()], [str(b["tokens"]) for b in sizes.values()])
         ax.set_xlabel("tokens per image")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=7)
@@ -113,6 +117,7 @@ def plot(report: dict[str, Any], out_dir: Path) -> list[Path]:
         for name, m in block["methods"].items():
             ax.scatter(m["frechet"], m["information_linear"]["r2"], label=name)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"24→{size}")
         ax.set_xlabel("Fréchet (lower is better)")
         ax.set_ylabel("linear R² (higher is better)")
