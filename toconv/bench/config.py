@@ -85,7 +85,7 @@ class BenchConfig:
 
 
 def full_config(**overrides: Any) -> BenchConfig:
-    """The full benchmark (about 30 min on a 2-core CPU)."""
+    """The full benchmark (about 25 min on a 2-core CPU)."""
     return replace(BenchConfig(), **overrides)
 
 
@@ -93,7 +93,7 @@ def quick_config(**overrides: Any) -> BenchConfig:
     """A few minutes: fewer steps and images, same methods and metrics."""
     base = BenchConfig(
         recipe=replace(Recipe(), steps=30, warmup_steps=10, n_critic=2),
-        probe=replace(ProbeSettings(), decoder_steps=50, head_steps=100, swd_projections=64),
+        probe=replace(ProbeSettings(), decoder_steps=30, head_steps=100, swd_projections=64),
         max_train_images=160,
         max_val_images=64,
         timing_images=4,
