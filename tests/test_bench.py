@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import pytest
 import torch
 
 from toconv.bench.config import ProbeSettings, Recipe, quick_config
@@ -49,6 +50,8 @@ def test_linear_information_is_exact_for_affine_rfs_and_zero_for_noise() -> None
     assert exact["r2"] > 0.999 and exact["centered_cosine"] > 0.999
     noise = torch.randn(64, 16, 6, generator=gen)
     assert abs(linear_information(noise[:48], x[:48], noise[48:], x[48:], rf)["r2"]) < 0.2
+    with pytest.raises(ValueError, match=r"expected val tokens \(n, 16, C\) compressed"):
+        linear_information(z[:48], x[:48], z[48:, :9], x[48:], rf)
 
 
 def test_benchmark_smoke_on_generated_tokens(tmp_path) -> None:

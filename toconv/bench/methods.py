@@ -198,16 +198,14 @@ def train_toconv(tokens: Tensor, start: TokenCompressor, recipe: Recipe, design:
     wgan_weight = recipe.wgan_weight if adversarial else 0.0
     objective = CompressorObjective(compressor, critic, decoder, recipe.ae_weight, wgan_weight,
                                     recipe.lambda_gp)
-    opt_g = torch.optim.Adam([{"params": compressor.parameters(), "lr": recipe.lr_compressor},
-                              {"params": decoder.parameters(), "lr": recipe.lr_decoder}],
+    opt_g = torch.optim.Adam(objective.generator_param_groups(recipe.lr_compressor, recipe.lr_decoder),
                              betas=recipe.betas)
     opt_c = torch.optim.Adam(objective.critic_parameters(), recipe.lr_critic, recipe.betas)
     objective.train()
     last: dict[str, float] = {}
+    critic_steps = recipe.n_critic if wgan_weight else 0
     for step, idx in enumerate(_batches(n, recipe.batch_size, recipe.steps, generator)):
         batch = tokens[idx]
-        compressor.requires_grad_(step >= recipe.warmup_steps)
-        critic_steps = recipe.n_critic if wgan_weight else 0
         if critic_steps:
             with torch.no_grad():
                 fake = compressor(batch)  # the compressor is fixed during the critic steps
@@ -220,10 +218,12 @@ def train_toconv(tokens: Tensor, start: TokenCompressor, recipe: Recipe, design:
         opt_g.zero_grad(set_to_none=True)
         gen_out = objective.generator_losses(batch)
         gen_out["loss"].backward()
+        if step < recipe.warmup_steps:
+            objective.hold_compressor()
         nn.utils.clip_grad_norm_(objective.generator_parameters(), recipe.grad_clip)
         opt_g.step()
         last.update({k: float(gen_out[k]) for k in ("reconstruction", "adversarial", "cosine")})
-    return compressor.requires_grad_(True).eval(), last
+    return compressor.eval(), last
 
 
 def train_unshuffle(tokens: Tensor, output_grid_size: int, rf: RFGeometry, recipe: Recipe,

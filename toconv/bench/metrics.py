@@ -88,7 +88,12 @@ def linear_information(train_z: Tensor, train_x: Tensor, val_z: Tensor, val_x: T
         ``r2`` (1 − SSE/SST over valid val slots, SST around the mean val original token) and
         ``centered_cosine`` (prediction and target minus the mean train token).
     """
-    mask = rf.mask.to(train_z.dtype)  # (M, R)
+    for name, z, x in (("train", train_z, train_x), ("val", val_z, val_x)):
+        if z.shape[1] != rf.num_outputs or x.shape[1] != rf.conv.num_inputs or z.shape[2] != x.shape[2]:
+            raise ValueError(f"expected {name} tokens (n, {rf.num_outputs}, C) compressed and "
+                             f"(n, {rf.conv.num_inputs}, C) original, got {tuple(z.shape)} and "
+                             f"{tuple(x.shape)}")
+    mask = rf.mask.double()  # (M, R)
     dim = train_z.shape[-1]
 
     def design(z: Tensor) -> Tensor:
@@ -98,8 +103,8 @@ def linear_information(train_z: Tensor, train_x: Tensor, val_z: Tensor, val_x: T
     for part in _chunks(train_z.shape[0], chunk):
         z = design(train_z[part])  # (b, M, C+1)
         target = train_x[part][:, rf.indices].double()  # (b, M, R, C)
-        gram = gram + einsum(z, mask.double(), z, "b m i, m r, b m j -> r i j")
-        cross = cross + einsum(z, mask.double(), target, "b m i, m r, b m r c -> r i c")
+        gram = gram + einsum(z, mask, z, "b m i, m r, b m j -> r i j")
+        cross = cross + einsum(z, mask, target, "b m i, m r, b m r c -> r i c")
     eye = torch.eye(dim + 1, dtype=torch.float64)
     penalty = ridge * torch.diagonal(gram, dim1=-2, dim2=-1).mean(-1)[:, None, None]
     weight = torch.linalg.solve(gram + penalty * eye, cross)  # (R, C+1, C)

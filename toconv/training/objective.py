@@ -67,6 +67,17 @@ class CompressorObjective(nn.Module):
         """Compressor and decoder parameters, trained together against the critic."""
         return list(self.compressor.parameters()) + list(self.decoder.parameters())
 
+    def generator_param_groups(self, lr_compressor: float, lr_decoder: float) -> list[dict]:
+        """Optimizer parameter groups of the generator step: compressor and decoder at their own rates."""
+        return [{"params": list(self.compressor.parameters()), "lr": lr_compressor},
+                {"params": list(self.decoder.parameters()), "lr": lr_decoder}]
+
+    def hold_compressor(self) -> None:
+        """Drop the compressor's gradients, so the next generator step moves only the decoder
+        (warmup: the decoder learns to read the initial code before the compressor moves)."""
+        for p in self.compressor.parameters():
+            p.grad = None
+
     def real_samples(self, tokens: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Original tokens the critic compares compressed ones with: (B, N, C) → (B, M, C).
 

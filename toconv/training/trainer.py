@@ -148,9 +148,8 @@ class Trainer:
             t.seed + self.accelerator.process_index)
         betas = tuple(t.betas)
         critic_opt = torch.optim.Adam(self.objective.critic_parameters(), lr=t.lr_critic, betas=betas)
-        generator_opt = torch.optim.Adam(
-            [{"params": self.objective.compressor.parameters(), "lr": t.lr_compressor},
-             {"params": self.objective.decoder.parameters(), "lr": t.lr_decoder}], betas=betas)
+        generator_opt = torch.optim.Adam(self.objective.generator_param_groups(t.lr_compressor, t.lr_decoder),
+                                         betas=betas)
         self.step_module, self.critic_opt, self.generator_opt = self.accelerator.prepare(
             ObjectiveStep(self.objective), critic_opt, generator_opt)
 
@@ -290,9 +289,8 @@ class Trainer:
         self.generator_opt.zero_grad(set_to_none=True)
         gen = self.step_module(tokens, "generator")
         acc.backward(gen["loss"])
-        if self.step < t.warmup_steps:  # the decoder learns to read the initial code first
-            for p in self.objective.compressor.parameters():
-                p.grad = None
+        if self.step < t.warmup_steps:
+            self.objective.hold_compressor()
         if t.grad_clip is not None:
             acc.clip_grad_norm_(self.objective.generator_parameters(), t.grad_clip)
         self.generator_opt.step()
