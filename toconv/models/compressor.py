@@ -107,11 +107,12 @@ class TokenCompressor(nn.Module):
         return self.geometry.num_outputs + int(self.config.cls_token)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Computes in the weights' dtype; the result has the input's dtype."""
         self._check_input(x)
         cls, grid = (x[:, :1], x[:, 1:]) if self.config.cls_token else (None, x)
         n = self.geometry.input_grid_size
-        y = self.conv(rearrange(grid, "b (h w) c -> b c h w", h=n, w=n))
-        y = rearrange(y, "b c h w -> b (h w) c")
+        y = self.conv(rearrange(grid.to(self.conv.weight.dtype), "b (h w) c -> b c h w", h=n, w=n))
+        y = rearrange(y, "b c h w -> b (h w) c").to(x.dtype)
         return y if cls is None else torch.cat([cls, y], dim=1)
 
     def _check_input(self, x: Tensor) -> None:
