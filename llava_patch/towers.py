@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from llava_patch.config import CompressionArguments
 from toconv import TokenCompressor
+from toconv.integrations import compress_patch_tokens, load_tower_compressor, tower_grid_side
 
 #: Name of the compressor module inside the tower; its weights live under this key prefix.
 COMPRESSOR_KEY = "token_compressor"
@@ -84,13 +85,9 @@ class CompressedTowerMixin:
             self._ensure_compressor_weights()
 
     def _check_grid(self) -> None:
-        grid = self.config.image_size // self.config.patch_size
-        expected = self.compression.compression_input_size
-        if grid != expected:
-            raise ValueError(
-                f"compression_input_size={expected} expects a {expected}x{expected} patch grid, but "
-                f"the vision tower gives {grid}x{grid} (image_size={self.config.image_size}, "
-                f"patch_size={self.config.patch_size}); use compression_input_size={grid}")
+        tower_grid_side(self.config.image_size, self.config.patch_size,
+                        expected=self.compression.compression_input_size,
+                        name="the vision tower (set compression_input_size to its grid side)")
 
     def load_model(self, device_map: Any = None) -> None:
         super().load_model(device_map=device_map)
@@ -120,13 +117,9 @@ class CompressedTowerMixin:
     def load_compressor(self, path: str | Path) -> None:
         """Load a toconv checkpoint, checking geometry and width against this tower."""
         cfg = self.compression
-        c = TokenCompressor.from_pretrained(path, input_grid_size=cfg.compression_input_size,
-                                            output_grid_size=cfg.compression_output_size,
-                                            hidden_dim=self.hidden_size, cls_token=False)
-        if c.config.output_dim != self.hidden_size:
-            raise ValueError(f"checkpoint {path} outputs {c.config.output_dim} channels, but the "
-                             f"projector expects the tower width {self.hidden_size}")
-        self.token_compressor = c.to(device=self.device, dtype=self.dtype)
+        self.token_compressor = load_tower_compressor(
+            path, cfg.compression_input_size, cfg.compression_output_size, self.hidden_size,
+            device=self.device, dtype=self.dtype)
         self._set_ready(f"loaded from {path}")
 
     def save_compressor(self, path: str | Path) -> Path:
@@ -151,11 +144,7 @@ class CompressedTowerMixin:
 
     def _compress(self, features: Tensor) -> Tensor:
         """(B, [1+]N, C) → (B, [1+]M, C) in the features' dtype; the compressor runs in its own."""
-        has_cls = self.select_feature == "cls_patch"
-        grid = features[:, 1:] if has_cls else features
-        dtype = next(self.token_compressor.parameters()).dtype
-        out = self.token_compressor(grid.to(dtype)).to(features.dtype)
-        return torch.cat([features[:, :1], out], dim=1) if has_cls else out
+        return compress_patch_tokens(self.token_compressor, features, self.select_feature == "cls_patch")
 
     @property
     def num_patches_per_side(self) -> int:

@@ -1,7 +1,13 @@
 """toconv: learned partial-convolution token compression for vision-language models."""
 
 from toconv.geometry import ConvGeometry, RFGeometry, resolve_geometry
-from toconv.models import CompressorConfig, TokenCompressor, create_compressor, list_presets
+from toconv.models import (
+    CompressorConfig,
+    TokenCompressor,
+    create_compressor,
+    list_presets,
+    load_compressor,
+)
 
 __version__ = "0.1.0"
 
@@ -13,5 +19,6 @@ __all__ = [
     "__version__",
     "create_compressor",
     "list_presets",
+    "load_compressor",
     "resolve_geometry",
 ]

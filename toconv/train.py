@@ -1,8 +1,9 @@
-"""``python -m toconv.train [preset=NAME | --preset NAME] key.sub=value ...``
+"""``python -m toconv.train [preset=NAME | --preset NAME] [recipe=NAME] key.sub=value ...``
 
 Trains a compressor against a frozen vision encoder. Examples::
 
     python -m toconv.train preset=quickstart
+    python -m toconv.train recipe=bench data.imagenet_root=photos/
     python -m toconv.train data.imagenet_root=/data/imagenet model.compressor.output_grid_size=8
     accelerate launch -m toconv.train data.imagenet_root=/data/imagenet training.batch_size=64
 
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 
 from omegaconf import OmegaConf
 
-from toconv.config import PRESETS, ConfigError, default_config, load_config
+from toconv.config import PRESETS, ConfigError, default_config, describe_recipes, load_config
 
 USAGE = __doc__.split("\n\n")[0].strip("`")
 
@@ -44,7 +45,8 @@ def main(argv: Sequence[str] | None = None, progress: bool = True) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     if any(arg in ("-h", "--help") for arg in argv):
         print(f"usage: {USAGE}\n\npresets: {', '.join(sorted(PRESETS))}\n\n"
-              f"keys and defaults:\n{OmegaConf.to_yaml(default_config())}")
+              f"recipes (toconv/recipes.py):\n{describe_recipes()}\n\n"
+              f"keys and defaults (the default recipe):\n{OmegaConf.to_yaml(default_config())}")
         raise SystemExit(0)
     try:
         preset, overrides = split_preset(argv)

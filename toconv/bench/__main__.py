@@ -1,4 +1,8 @@
-"""``python -m toconv.bench``: compare ToConv with other token reducers; writes a report folder."""
+"""``python -m toconv.bench``: compare ToConv with other token reducers; writes a report folder.
+
+``--checkpoint runs/NAME/latest.safetensors`` (repeatable) scores trained compressors as extra
+rows beside the baselines.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from pathlib import Path
 from toconv.bench.config import full_config, quick_config
 from toconv.bench.data import build_cache, load_cache, synthetic_features
 from toconv.bench.report import write_report
-from toconv.bench.runner import run_benchmark
+from toconv.bench.runner import load_checkpoints, run_benchmark
 
 DEFAULT_IMAGES = Path("../shared/data/imagenet-sample-800")
 
@@ -25,7 +29,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache-out", type=Path, default=Path(".cache/features/dinov2-s336"))
     parser.add_argument("--synthetic", action="store_true", help="generated smooth tokens (no images)")
     parser.add_argument("--out", type=Path, default=Path("reports/bench"))
-    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="output grid sizes")
+    parser.add_argument("--output-grid-sizes", "--sizes", dest="output_grid_sizes", type=int, nargs="+",
+                        default=None, help="output grid sides (default 12 8 6)")
+    parser.add_argument("--checkpoint", type=Path, action="append", default=[],
+                        help="a trained toconv checkpoint to score beside the baselines (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -33,7 +40,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    overrides = {"seed": args.seed, **({"output_sizes": tuple(args.sizes)} if args.sizes else {})}
+    overrides = {"seed": args.seed,
+                 **({"output_grid_sizes": tuple(args.output_grid_sizes)} if args.output_grid_sizes else {})}
     config = quick_config(**overrides) if args.quick else full_config(**overrides)
     encoder = None if args.synthetic else args.encoder
     try:
@@ -43,9 +51,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             features = load_cache(args.cache)
         else:
             features = build_cache(args.encoder, args.images, args.cache_out, seed=args.seed)
+        checkpoints = load_checkpoints(args.checkpoint, features)
     except (ImportError, OSError, ValueError) as err:
         raise SystemExit(f"python -m toconv.bench: error: {err}") from err
-    report = run_benchmark(features, config, encoder)
+    report = run_benchmark(features, config, encoder, checkpoints=checkpoints)
     out = write_report(report, args.out)
     print(f"report written to {out} ({report['total_seconds'] / 60:.1f} min)")
 

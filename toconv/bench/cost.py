@@ -138,7 +138,8 @@ def clip_gpu_throughput(output_sizes: list[int], batch_size: int, seconds: float
             return count * batch_size / (time.perf_counter() - started)
 
     rows = [{"compressor": "none", "images_per_s": throughput(None)}]
+    grid = config.image_size // config.patch_size
     for out in output_sizes:
-        compressor = TokenCompressor(24, out, hidden_dim=1024).to(device, dtype).eval()
-        rows.append({"compressor": f"24to{out}", "images_per_s": throughput(compressor)})
+        compressor = TokenCompressor(grid, out, hidden_dim=config.hidden_size).to(device, dtype).eval()
+        rows.append({"compressor": compressor.geometry.name, "images_per_s": throughput(compressor)})
     return {"device": torch.cuda.get_device_name(device), "batch_size": batch_size, "rows": rows}

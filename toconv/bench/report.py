@@ -10,9 +10,15 @@ COLUMNS = ("size", "method", "tokens", "R² linear", "R² decoder", "centred cos
            "plug-in cos", "params", "MFLOPs/img", "CPU ms/img", "% encoder")
 
 
-def _row(size: str, name: str, m: dict[str, Any], encoder_ms: float | None) -> list[str]:
+def size_label(block: dict[str, Any]) -> str:
+    """``24→12`` from a size block's geometry."""
+    g = block["geometry"]
+    return f"{g['input_grid_size']}→{g['output_grid_size']}"
+
+
+def _row(label: str, name: str, m: dict[str, Any], encoder_ms: float | None) -> list[str]:
     share = f"{100 * m['cpu_ms_per_image'] / encoder_ms:.2f}" if encoder_ms else "n/a"
-    return [f"24→{size}", name, str(m["tokens"]), f"{m['information_linear']['r2']:.3f}",
+    return [label, name, str(m["tokens"]), f"{m['information_linear']['r2']:.3f}",
             f"{m['information']['r2']:.3f}",
             f"{m['information']['centered_cosine']:.3f}", f"{m['frechet']:.3f}",
             f"{m['sliced_wasserstein']:.4f}", f"{m['plug_in']['centered_cosine']:.3f}",
@@ -28,17 +34,21 @@ def markdown(report: dict[str, Any]) -> str:
     """The report as markdown tables with the environment and notes."""
     encoder_ms = report["encoder"].get("ms_per_image")
     rows = []
-    for size, block in report["sizes"].items():
-        rows += [_row(size, name, m, encoder_ms) for name, m in block["methods"].items()]
+    for block in report["sizes"].values():
+        label = size_label(block)
+        rows += [_row(label, name, m, encoder_ms) for name, m in block["methods"].items()]
         ref = block["reference"]
-        rows.append([f"24→{size}", "*originals (floor)*", "", "", "", "", f"{ref['frechet']:.3f}",
+        rows.append([label, "*originals (floor)*", "", "", "", "", f"{ref['frechet']:.3f}",
                      f"{ref['sliced_wasserstein']:.4f}", "", "", "", "", ""])
     data, env = report["data"], report["environment"]
     ceiling = report["plug_in_ceiling"]
+    checkpoints = report.get("checkpoints") or []
     lines = ["# toconv benchmark", "",
              f"Data: {data.get('kind')} {data.get('encoder', '')} — {data['train_images']} train / "
              f"{data['val_images']} val images, {data['tokens']} tokens × {data['dim']}. "
              f"Seed {report['config']['seed']}. All figures on the val split.", "",
+             *(["Trained checkpoints scored (rows named <run>/<file>): "
+                + ", ".join(f"`{c}`" for c in checkpoints), ""] if checkpoints else []),
              *_table(COLUMNS, rows), "",
              f"Plug-in ceiling (head on the original {data['tokens']} tokens): centred cosine "
              f"{ceiling['centered_cosine']:.3f}, raw cosine {ceiling['cosine']:.3f}.", ""]
@@ -48,7 +58,7 @@ def markdown(report: dict[str, Any]) -> str:
     llm = report["llm_prefill"]
     lines += ["", f"LLM prefill (random LlamaForCausalLM, {llm['params'] / 1e6:.0f} M params, "
               f"{llm['model']}), CPU, one image + {report['config']['llm_text_tokens']} text tokens:", ""]
-    lines += _table(["image tokens", "prefill ms", "ratio to 576"],
+    lines += _table(["image tokens", "prefill ms", f"ratio to {data['tokens']}"],
                     [[str(r["image_tokens"]), f"{r['prefill_ms']:.1f}", f"{r['ratio']:.3f}"] for r in llm["rows"]])
     lines += ["", "Vicuna-7B (analytic): prefill FLOPs and fp16 KV cache:", ""]
     lines += _table(["image tokens", "prefill TFLOPs", "ratio", "KV cache MiB"],
@@ -101,7 +111,7 @@ def plot(report: dict[str, Any], out_dir: Path) -> list[Path]:
             ax.set_yscale("log")
             ax.yaxis.set_minor_formatter(NullFormatter())
         if fname == "plug_in.png":
-            ax.axhline(report["plug_in_ceiling"]["centered_cosine"], color="k", ls="--", label="576 originals")
+            ax.axhline(report["plug_in_ceiling"]["centered_cosine"], color="k", ls="--", label=f"{report['data']['tokens']} originals")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xticks([b["tokens"] for b in sizes.values()], [str(b["tokens"]) for b in sizes.values()])
@@ -113,12 +123,12 @@ def plot(report: dict[str, Any], out_dir: Path) -> list[Path]:
         plt.close(fig)
         paths.append(out_dir / fname)
     fig, axes = plt.subplots(1, len(sizes), figsize=(4 * len(sizes), 3.6), squeeze=False)
-    for ax, (size, block) in zip(axes[0], sizes.items(), strict=True):
+    for ax, block in zip(axes[0], sizes.values(), strict=True):
         for name, m in block["methods"].items():
             ax.scatter(m["frechet"], m["information_linear"]["r2"], label=name)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_title(f"24→{size}")
+        ax.set_title(size_label(block))
         ax.set_xlabel("Fréchet (lower is better)")
         ax.set_ylabel("linear R² (higher is better)")
     axes[0][-1].legend(fontsize=7)

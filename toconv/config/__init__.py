@@ -3,8 +3,12 @@
 from toconv.config.loading import (
     ConfigError,
     apply_overrides,
+    apply_recipe,
+    canonical_key,
     default_config,
+    describe_recipes,
     load_config,
+    recipe_from_config,
     save_config,
     validate,
 )
@@ -16,9 +20,13 @@ __all__ = [
     "ConfigError",
     "TrainConfig",
     "apply_overrides",
+    "apply_recipe",
+    "canonical_key",
     "default_config",
+    "describe_recipes",
     "list_presets",
     "load_config",
+    "recipe_from_config",
     "save_config",
     "validate",
 ]

@@ -1,15 +1,18 @@
-"""Build the training configuration from the schema, a preset and ``key.sub=value`` overrides."""
+"""Build the training configuration: schema, recipe, preset, then ``key.sub=value`` overrides."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from toconv.config.presets import PRESETS
-from toconv.config.schema import CHOICES, TrainConfig
+from toconv.config.schema import ALIASES, CHOICES, RECIPE_KEYS, TrainConfig
+from toconv.recipes import Recipe, get_recipe, list_recipes
 
 
 class ConfigError(ValueError):
@@ -17,8 +20,16 @@ class ConfigError(ValueError):
 
 
 def default_config() -> DictConfig:
-    """The schema with its defaults, as a typed (structured) DictConfig."""
+    """The schema with its defaults (the ``default`` recipe), as a typed (structured) DictConfig."""
     return OmegaConf.structured(TrainConfig)
+
+
+def canonical_key(key: str) -> str:
+    """The current name of a configuration key (old section names are aliases, see ``ALIASES``)."""
+    for old, new in ALIASES.items():
+        if key == old or (old.endswith(".") and key.startswith(old)):
+            return new + key[len(old):]
+    return key
 
 
 def apply_overrides(cfg: DictConfig, overrides: Sequence[str], source: str = "command line") -> DictConfig:
@@ -28,11 +39,11 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str], source: str = "co
         ConfigError: an override without ``=``, an unknown key or a value of the wrong type.
     """
     for item in overrides:
-        key, sep, _ = item.partition("=")
+        key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"{source}: expected an override key.sub=value, got {item!r}")
         try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{canonical_key(key)}={value}"]))
         except OmegaConfBaseException as err:
             raise ConfigError(f"{source}: override {item!r}: {_reason(err, key)}") from None
     return cfg
@@ -46,15 +57,43 @@ def _reason(err: OmegaConfBaseException, key: str) -> str:
     return f"{kind} {full_key!r} ({message})"
 
 
+def _recipe_value(recipe: Recipe, field: str) -> Any:
+    value: Any = recipe
+    for part in field.split("."):
+        value = getattr(value, part)
+    return list(value) if isinstance(value, tuple) else value
+
+
+def apply_recipe(cfg: DictConfig, name: str) -> DictConfig:
+    """Set every method key (``RECIPE_KEYS``) to recipe ``name``'s value."""
+    try:
+        recipe = get_recipe(name)
+    except ValueError as err:
+        raise ConfigError(f"recipe: {err}") from None
+    values = OmegaConf.create({"recipe": name})
+    for key, field in RECIPE_KEYS.items():
+        OmegaConf.update(values, key, _recipe_value(recipe, field))
+    return OmegaConf.merge(cfg, values)
+
+
+def recipe_from_config(cfg: DictConfig) -> Recipe:
+    """The :class:`~toconv.recipes.Recipe` the configuration's method keys describe."""
+    changes = {field: OmegaConf.select(cfg, key) for key, field in RECIPE_KEYS.items()}
+    changes["betas"] = tuple(changes["betas"])
+    return Recipe().changed(**changes)
+
+
 def validate(cfg: DictConfig) -> None:
     """Check choices and ranges the types alone cannot express; raise ConfigError naming the key."""
-    for key, choices in CHOICES.items():
+    from toconv.objective.designs import list_designs
+
+    for key, choices in {**CHOICES, "model.design": tuple(list_designs())}.items():
         value = OmegaConf.select(cfg, key)
         if value not in choices:
             raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
     positive = ["training.batch_size", "training.n_critic", "training.eval_every_epochs",
-                "encoder.batch_size", "experiment.log_every_steps", "model.rf_autoencoder.num_layers",
-                "model.rf_discriminator.depth", "model.compressor.input_grid_size",
+                "encoder.batch_size", "experiment.log_every_steps", "model.decoder.num_layers",
+                "model.critic.depth", "model.compressor.input_grid_size",
                 "model.compressor.output_grid_size", "model.compressor.pca_images", "data.subset_size"]
     for key in positive:
         if OmegaConf.select(cfg, key) < 1:
@@ -68,9 +107,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"training.betas: expected two values in [0, 1), got {list(t.betas)}")
     if t.resume not in (None, "auto"):
         raise ConfigError(f"training.resume: expected null or 'auto', got {t.resume!r}")
-    if not 0.0 <= cfg.model.rf_discriminator.dropout < 1.0:
-        raise ConfigError(f"model.rf_discriminator.dropout: expected a value in [0, 1), got "
-                          f"{cfg.model.rf_discriminator.dropout}")
+    if not 0.0 <= cfg.model.critic.dropout < 1.0:
+        raise ConfigError(f"model.critic.dropout: expected a value in [0, 1), got {cfg.model.critic.dropout}")
     if not 0.0 < cfg.data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction: expected a value in (0, 1), got {cfg.data.val_fraction}")
     if cfg.data.imagenet_root is None:
@@ -78,20 +116,43 @@ def validate(cfg: DictConfig) -> None:
                           "got nothing; pass data.imagenet_root=PATH")
 
 
+def _split_recipe(items: Sequence[str]) -> tuple[str | None, list[str]]:
+    """Take ``recipe=NAME`` out of a list of overrides (the last one wins)."""
+    recipe, rest = None, []
+    for item in items:
+        if item.startswith("recipe="):
+            recipe = item.split("=", 1)[1]
+        else:
+            rest.append(item)
+    return recipe, rest
+
+
 def load_config(overrides: Sequence[str] = (), preset: str | None = None) -> DictConfig:
-    """Schema defaults, then the preset's overrides, then ``overrides``; validated.
+    """Schema defaults, then the recipe (``recipe=NAME`` on the command line, else the preset's),
+    then the preset's other overrides, then ``overrides``; validated.
 
     Raises:
-        ConfigError: unknown preset, bad override or invalid value (the message names the key).
+        ConfigError: unknown preset or recipe, bad override or invalid value (names the key).
     """
     cfg = default_config()
+    preset_items: list[str] = []
     if preset is not None:
         if preset not in PRESETS:
             raise ConfigError(f"preset: expected one of {', '.join(sorted(PRESETS))}, got {preset!r}")
-        cfg = apply_overrides(cfg, PRESETS[preset], source=f"preset {preset!r}")
+        preset_items = PRESETS[preset]
+    preset_recipe, preset_items = _split_recipe(preset_items)
+    recipe, overrides = _split_recipe(overrides)
+    if recipe or preset_recipe:
+        cfg = apply_recipe(cfg, recipe or preset_recipe)
+    cfg = apply_overrides(cfg, preset_items, source=f"preset {preset!r}")
     cfg = apply_overrides(cfg, overrides)
     validate(cfg)
     return cfg
+
+
+def describe_recipes() -> str:
+    """One line per recipe: its name and values (for ``--help``)."""
+    return "\n".join(f"  {name}: {asdict(get_recipe(name))}" for name in list_recipes())
 
 
 def save_config(cfg: DictConfig, path: str | Path) -> Path:

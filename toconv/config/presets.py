@@ -1,7 +1,8 @@
 """Named override sets applied before the command line's (``preset=NAME`` or ``--preset NAME``).
 
-A preset is a list of ``key=value`` overrides, exactly what a user would type; the command line
-can still change any of them. The default recipe itself is the schema's defaults.
+A preset is a list of ``key=value`` overrides, exactly what a user would type (``recipe=NAME``
+among them picks the method's values from :mod:`toconv.recipes`); the command line can still
+change any of them.
 """
 
 from __future__ import annotations
@@ -18,13 +19,8 @@ PRESETS: dict[str, list[str]] = {
         "data.subset_size=128",
         "data.val_fraction=0.04",
         "model.compressor.output_grid_size=12",
-        "model.rf_autoencoder.num_layers=2",
-        "model.rf_autoencoder.hidden_dim=192",
-        "model.rf_discriminator.hidden_dim=256",
+        "recipe=quickstart",
         "training.epochs=8",
-        "training.batch_size=16",
-        "training.n_critic=2",
-        "training.warmup_steps=16",
         "training.save_every_steps=0",
         "hardware.device=cpu",
     ],

@@ -1,26 +1,48 @@
 """The typed configuration tree of ``python -m toconv.train`` (omegaconf structured dataclasses).
 
-The defaults here are the default training recipe (full run: CLIP-L/336, 24→12, RF design).
-Loss weights default to :class:`~toconv.training.CompressorObjective`'s own defaults.
+The method's defaults are the ``default`` recipe of :mod:`toconv.recipes` (full run: CLIP-L/336,
+24→12, RF design); ``recipe=NAME`` replaces them with another recipe's values.
 """
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 
-from toconv.training.objective import CompressorObjective
+from toconv.recipes import RECIPES
 
-_OBJECTIVE_DEFAULTS = {name: p.default for name, p in
-                       inspect.signature(CompressorObjective.__init__).parameters.items()}
+_RECIPE = RECIPES["default"]
 
 #: Allowed values of the string choices, checked after every merge (key -> choices).
+#: ``model.design`` is checked against the design registry.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.design": ("rf", "global"),
     "model.compressor.init": ("avg", "random", "pca"),
-    "model.rf_autoencoder.kind": ("conv", "attention"),
+    "model.decoder.kind": ("conv", "attention"),
     "hardware.device": ("auto", "cpu", "cuda"),
     "hardware.mixed_precision": ("fp32", "fp16", "bf16"),
+}
+
+#: Configuration key -> the :class:`~toconv.recipes.Recipe` field it holds (dotted for nested).
+RECIPE_KEYS: dict[str, str] = {
+    "model.design": "design",
+    "model.compressor.init": "init",
+    "model.compressor.pca_images": "pca_images",
+    **{f"model.decoder.{k}": f"decoder.{k}" for k in ("kind", "num_layers", "width", "num_heads")},
+    **{f"model.critic.{k}": f"critic.{k}" for k in ("width", "depth", "dropout")},
+    "loss.weights.ae": "ae_weight",
+    "loss.weights.wgan": "wgan_weight",
+    "loss.wgan.lambda_gp": "lambda_gp",
+    **{f"training.{k}": k for k in ("batch_size", "n_critic", "lr_compressor", "lr_decoder",
+                                    "lr_critic", "warmup_steps", "betas", "grad_clip")},
+    "training.max_steps": "steps",
+}
+
+#: Section names of earlier releases, still accepted in overrides: old prefix -> new prefix.
+ALIASES: dict[str, str] = {
+    "model.rf_autoencoder.hidden_dim": "model.decoder.width",
+    "model.rf_autoencoder.": "model.decoder.",
+    "model.rf_discriminator.hidden_dim": "model.critic.width",
+    "model.rf_discriminator.": "model.critic.",
+    "loss.rf_wgan.": "loss.wgan.",
 }
 
 
@@ -67,78 +89,83 @@ class DataConfig:
 class CompressorSection:
     input_grid_size: int = 24
     output_grid_size: int = 12
-    init: str = "pca"
+    init: str = _RECIPE.init
     """``pca`` (moment-matched PCA code of each RF, fitted on training tokens; see
     :func:`toconv.models.pca_init_`), ``avg`` (average pooling of each RF) or ``random``."""
-    pca_images: int = 128
+    pca_images: int = _RECIPE.pca_images
     """Training images the ``pca`` initialisation is fitted on."""
 
 
 @dataclass
-class AutoencoderConfig:
-    """The decoder: RF decoder (``kind`` conv or attention) or, in the global design, GlobalDecoder."""
+class DecoderSection:
+    """The decoder: an RF decoder (``kind`` conv or attention) or, in the global design, a
+    whole-grid decoder. (Accepted under its old name ``model.rf_autoencoder``.)"""
 
-    kind: str = "conv"
-    num_layers: int = 3
-    hidden_dim: int | None = None
-    """Width of the conv decoder's hidden layers; null: the token width."""
-    num_heads: int = 8
+    kind: str = _RECIPE.decoder.kind
+    num_layers: int = _RECIPE.decoder.num_layers
+    width: int | None = _RECIPE.decoder.width
+    """Hidden width of the conv decoder; null: the token width."""
+    num_heads: int = _RECIPE.decoder.num_heads
     """Attention heads (attention RF decoder and global decoder)."""
 
 
 @dataclass
-class DiscriminatorConfig:
-    """The WGAN critic: RFCritic (rf design) or GlobalCritic (global design)."""
+class CriticSection:
+    """The WGAN critic, per token (rf) or per token set (global). (Accepted under its old name
+    ``model.rf_discriminator``.)"""
 
-    hidden_dim: int = 512
-    depth: int = 3
-    dropout: float = 0.0
+    width: int = _RECIPE.critic.width
+    depth: int = _RECIPE.critic.depth
+    dropout: float = _RECIPE.critic.dropout
 
 
 @dataclass
 class ModelConfig:
-    design: str = "rf"
-    """``rf``: per-RF critic and decoder; ``global``: set critic and whole-grid decoder."""
+    design: str = _RECIPE.design
+    """A registered design: ``rf`` (per-RF critic and decoder) or ``global`` (set critic,
+    whole-grid decoder)."""
     compressor: CompressorSection = field(default_factory=CompressorSection)
-    rf_autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
-    rf_discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    decoder: DecoderSection = field(default_factory=DecoderSection)
+    critic: CriticSection = field(default_factory=CriticSection)
 
 
 @dataclass
 class LossWeights:
-    ae: float = _OBJECTIVE_DEFAULTS["ae_weight"]
-    wgan: float = _OBJECTIVE_DEFAULTS["wgan_weight"]
+    ae: float = _RECIPE.ae_weight
+    wgan: float = _RECIPE.wgan_weight
 
 
 @dataclass
 class WGANConfig:
-    lambda_gp: float = _OBJECTIVE_DEFAULTS["lambda_gp"]
+    """(Accepted under its old name ``loss.rf_wgan``.)"""
+
+    lambda_gp: float = _RECIPE.lambda_gp
 
 
 @dataclass
 class LossConfig:
     weights: LossWeights = field(default_factory=LossWeights)
-    rf_wgan: WGANConfig = field(default_factory=WGANConfig)
+    wgan: WGANConfig = field(default_factory=WGANConfig)
 
 
 @dataclass
 class TrainingConfig:
     epochs: int = 10
-    batch_size: int = 32
-    n_critic: int = 5
-    lr_compressor: float = 3e-6
+    batch_size: int = _RECIPE.batch_size
+    n_critic: int = _RECIPE.n_critic
+    lr_compressor: float = _RECIPE.lr_compressor
     """Learning rate of the compressor. Adam moves each of its k²C·C weights by about this much per
     step, so large rates push its tokens off the real-token distribution within tens of steps."""
-    lr_decoder: float = 1e-3
+    lr_decoder: float = _RECIPE.lr_decoder
     """Learning rate of the decoder (same Adam as the compressor, its own parameter group)."""
-    lr_critic: float = 4e-4
-    warmup_steps: int = 50
+    lr_critic: float = _RECIPE.lr_critic
+    warmup_steps: int = _RECIPE.warmup_steps
     """First compressor steps in which only the decoder (and the critic) learn."""
-    betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
-    grad_clip: float | None = 1.0
+    betas: list[float] = field(default_factory=lambda: list(_RECIPE.betas))
+    grad_clip: float | None = _RECIPE.grad_clip
     """Max gradient norm of the compressor+decoder step; null: no clipping."""
     seed: int = 0
-    max_steps: int | None = None
+    max_steps: int | None = _RECIPE.steps
     """Stop after this many compressor steps in total (counting resumed ones); null: all epochs."""
     eval_every_epochs: int = 1
     save_every_steps: int = 200
@@ -158,6 +185,8 @@ class HardwareConfig:
 
 @dataclass
 class TrainConfig:
+    recipe: str = "default"
+    """The recipe (:mod:`toconv.recipes`) whose values the method's keys start from."""
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     data: DataConfig = field(default_factory=DataConfig)

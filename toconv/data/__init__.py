@@ -1,4 +1,4 @@
-"""Image datasets and the on-disk cache of frozen-encoder tokens."""
+"""Image datasets, the on-disk cache of frozen-encoder tokens and the batch order."""
 
 from toconv.data.feature_cache import FeatureCache, build_feature_cache, cache_key
 from toconv.data.images import (
@@ -9,8 +9,10 @@ from toconv.data.images import (
     collate_images,
     load_rgb,
 )
+from toconv.data.sampler import EpochBatches, step_batches
 
 __all__ = [
+    "EpochBatches",
     "IMAGE_EXTENSIONS",
     "FeatureCache",
     "ImageBatch",
@@ -20,4 +22,5 @@ __all__ = [
     "cache_key",
     "collate_images",
     "load_rgb",
+    "step_batches",
 ]

@@ -1,25 +1,32 @@
-"""Models: the compressor, its critics and its decoders, plus the preset registry."""
+"""What ships: compressor families, their named configurations and checkpoints.
 
-from toconv.geometry import gather_rf_tokens, sample_rf_tokens
-from toconv.models.compressor import CompressorConfig, TokenCompressor, compressor_metadata
-from toconv.models.critic import GlobalCritic, RFCritic
-from toconv.models.decoder import GlobalDecoder, RFAttentionDecoder, RFConvDecoder
-from toconv.models.pca_init import pca_init_
-from toconv.models.registry import create_compressor, list_presets, register_preset
+Nothing here imports the training side (critics, decoders, losses, designs); see
+:mod:`toconv.objective` for what trains a compressor.
+"""
+
+from toconv.models.partial_conv import CompressorConfig, TokenCompressor, compressor_metadata
+from toconv.models.pca_init import init_compressor, pca_init_
+from toconv.models.registry import (
+    compressor_class,
+    create_compressor,
+    list_families,
+    list_presets,
+    load_compressor,
+    register_compressor,
+    register_preset,
+)
 
 __all__ = [
     "CompressorConfig",
-    "GlobalCritic",
-    "GlobalDecoder",
-    "RFAttentionDecoder",
-    "RFConvDecoder",
-    "RFCritic",
     "TokenCompressor",
+    "compressor_class",
     "compressor_metadata",
     "create_compressor",
-    "gather_rf_tokens",
+    "init_compressor",
+    "list_families",
     "list_presets",
+    "load_compressor",
     "pca_init_",
+    "register_compressor",
     "register_preset",
-    "sample_rf_tokens",
 ]

@@ -21,7 +21,7 @@ from einops import rearrange, reduce
 from torch import Tensor
 
 from toconv.geometry import gather_rf_tokens
-from toconv.models.compressor import TokenCompressor
+from toconv.models.partial_conv import TokenCompressor
 
 
 def _sym_power(cov: Tensor, power: float, eps: float = 1e-6) -> Tensor:
@@ -39,7 +39,8 @@ def pca_init_(compressor: TokenCompressor, tokens: Tensor, max_samples: int = 16
         compressor: a compressor with ``out_dim == hidden_dim`` (tokens stay in the encoder's space).
         tokens: (B, N, C) original patch tokens from the training split.
         max_samples: full receptive fields used for the fit (randomly drawn when there are more).
-        generator: CPU generator for that draw.
+        generator: CPU generator for that draw and for the randomised low-rank SVD (the global
+            random state is left untouched, so the result depends only on the data and it).
     Returns:
         the same compressor.
     """
@@ -62,7 +63,11 @@ def pca_init_(compressor: TokenCompressor, tokens: Tensor, max_samples: int = 16
                          f"pass more images")
     r = rearrange(windows, "n r c -> n (r c)")
     mu_r = r.mean(dim=0)
-    _, s, v = torch.svd_lowrank(r - mu_r, q=min(c + 16, r.shape[1]), niter=3)
+    svd_seed = int(torch.randint(2**62, (1,), generator=generator))
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # svd_lowrank draws from the global generator
+        torch.manual_seed(svd_seed)
+        _, s, v = torch.svd_lowrank(r - mu_r, q=min(c + 16, r.shape[1]), niter=3)
     directions, std = v[:, :c], s[:c] / (len(r) - 1) ** 0.5  # (k²C, C), (C,)
     scores = (r - mu_r) @ directions / std  # whitened code, (n, C)
 
@@ -77,4 +82,20 @@ def pca_init_(compressor: TokenCompressor, tokens: Tensor, max_samples: int = 16
     conv.weight.copy_(rearrange(weight, "o (dy dx c) -> o c dy dx", dy=k, dx=k))
     if conv.bias is not None:
         conv.bias.copy_(mu_x - weight @ mu_r)
+    return compressor
+
+
+def init_compressor(tokens: Tensor, output_grid_size: int, init: str = "pca", seed: int = 0) -> TokenCompressor:
+    """The untrained compressor for (B, N, C) training tokens: ``pca`` (:func:`pca_init_`, fitted on
+    ``tokens`` with a generator seeded by ``seed``), ``avg`` (average pooling) or ``random``."""
+    if init not in ("pca", "avg", "random"):
+        raise ValueError(f"init must be 'pca', 'avg' or 'random', got {init!r}")
+    _, n, dim = tokens.shape
+    side = round(n**0.5)
+    if side * side != n:
+        raise ValueError(f"expected tokens of a square grid, got N={n}")
+    compressor = TokenCompressor(side, output_grid_size, hidden_dim=dim,
+                                 init="avg" if init == "pca" else init)
+    if init == "pca":
+        pca_init_(compressor, tokens, generator=torch.Generator().manual_seed(seed))
     return compressor

@@ -1,30 +1,60 @@
-"""Named compressor configurations, ``create_compressor("24to12")`` style."""
+"""Compressor families and their named configurations (``create_compressor("clip-l336-24to12")``).
+
+A family is a compressor class registered with :func:`register_compressor`; its checkpoints store
+the family name, and :func:`load_compressor` dispatches on it (as transformers does with
+``architectures``). Named configurations are (family, config) pairs registered with
+:func:`register_preset`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
-from toconv.geometry import PRESET_GEOMETRIES
-from toconv.models.compressor import CompressorConfig, TokenCompressor
+import torch
+from torch import nn
 
-# Encoders whose token grids the presets fit: (name, grid side, channel width).
-_ENCODERS = (("clip-l336", 24, 1024), ("dinov2-s336", 24, 384), ("clip-l224", 16, 1024))
+from toconv.models.io import read_config
 
-_PRESETS: dict[str, CompressorConfig] = {}
+T = TypeVar("T", bound=type[nn.Module])
+
+_FAMILIES: dict[str, type[nn.Module]] = {}
+_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {}
 
 
-def register_preset(name: str, config: CompressorConfig) -> None:
-    """Add a named configuration; names are unique."""
+def register_compressor(family: str) -> Callable[[T], T]:
+    """Class decorator: register a compressor family under ``family`` (sets ``cls.family``).
+
+    The class provides ``config_class`` (with ``from_dict``), ``from_config`` and
+    ``from_pretrained(path, map_location, **expected)``.
+    """
+
+    def wrap(cls: T) -> T:
+        if family in _FAMILIES:
+            raise ValueError(f"compressor family {family!r} is already registered")
+        cls.family = family
+        _FAMILIES[family] = cls
+        return cls
+
+    return wrap
+
+
+def compressor_class(family: str) -> type[nn.Module]:
+    if family not in _FAMILIES:
+        raise ValueError(f"unknown compressor family {family!r}; registered: {', '.join(sorted(_FAMILIES))}")
+    return _FAMILIES[family]
+
+
+def list_families() -> list[str]:
+    return sorted(_FAMILIES)
+
+
+def register_preset(name: str, family: str, **config: Any) -> None:
+    """Add a named configuration of ``family``; names are unique."""
     if name in _PRESETS:
         raise ValueError(f"preset {name!r} is already registered")
-    _PRESETS[name] = config
-
-
-for _in, _out in PRESET_GEOMETRIES:
-    register_preset(f"{_in}to{_out}", CompressorConfig(_in, _out, hidden_dim=1024))
-    for _encoder, _grid, _width in _ENCODERS:
-        if _grid == _in:
-            register_preset(f"{_encoder}-{_in}to{_out}", CompressorConfig(_in, _out, hidden_dim=_width))
+    _PRESETS[name] = (family, config)
 
 
 def list_presets() -> list[str]:
@@ -32,9 +62,16 @@ def list_presets() -> list[str]:
     return sorted(_PRESETS)
 
 
-def create_compressor(name: str, **overrides: Any) -> TokenCompressor:
+def create_compressor(name: str, **overrides: Any) -> nn.Module:
     """Build a compressor from a named preset; keyword arguments override config fields."""
     if name not in _PRESETS:
         raise ValueError(f"unknown preset {name!r}; available: {', '.join(list_presets())}")
-    base = _PRESETS[name].to_dict()
-    return TokenCompressor.from_config(CompressorConfig.from_dict({**base, **overrides}))
+    family, config = _PRESETS[name]
+    cls = compressor_class(family)
+    return cls.from_config(cls.config_class.from_dict({**config, **overrides}))
+
+
+def load_compressor(path: str | Path, map_location: str | torch.device = "cpu", **expected: Any) -> nn.Module:
+    """Load any registered family's checkpoint (file or folder); ``expected`` config fields are checked."""
+    _, family, _ = read_config(path)
+    return compressor_class(family).from_pretrained(path, map_location=map_location, **expected)

@@ -1,5 +1,1 @@
-"""Training: the compressor objective and the loop around it."""
-
-from toconv.training.objective import CompressorObjective, Design
-
-__all__ = ["CompressorObjective", "Design"]
+"""Training: the accelerate loop around :mod:`toconv.objective`, its data, checkpoints and logs."""

@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from toconv.losses import reconstruction_loss
+from toconv.data import EpochBatches
 from toconv.metrics import RFStats, rf_cosines
-from toconv.training.data import EpochBatches, TokenSource
-from toconv.training.objective import CompressorObjective
+from toconv.objective import CompressorObjective, reconstruction_loss
+from toconv.training.data import TokenSource
 from toconv.viz import plot_rf_heatmap
 from toconv.viz.rf_examples import plot_rf_example
 

@@ -19,47 +19,25 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from toconv.data import ImageFolderDataset
+from toconv.config import recipe_from_config
+from toconv.data import EpochBatches, ImageFolderDataset
 from toconv.encoders import FrozenEncoder, build_encoder
-from toconv.models import (
-    GlobalCritic,
-    GlobalDecoder,
-    RFAttentionDecoder,
-    RFConvDecoder,
-    RFCritic,
-    TokenCompressor,
-    pca_init_,
-)
+from toconv.models import TokenCompressor, init_compressor
+from toconv.objective import CompressorObjective, make_optimizers, train_step
 from toconv.training import checkpoint
 from toconv.training.data import (
     CachedTokens,
     EncodedImages,
-    EpochBatches,
     TokenSource,
     default_cache_dir,
     open_or_build_caches,
 )
 from toconv.training.evaluation import Evaluation, evaluate, plot_evaluation
-from toconv.training.objective import CompressorObjective
 from toconv.training.summary import format_table, summary_rows, write_summary
 from toconv.training.tracking import Tracker, require_wandb
 
 logger = logging.getLogger(__name__)
 _MIXED_PRECISION = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}
-
-
-class ObjectiveStep(nn.Module):
-    """Routes both players' losses through ``forward`` so that DDP synchronises their gradients
-    and accelerate applies mixed precision."""
-
-    def __init__(self, objective: CompressorObjective) -> None:
-        super().__init__()
-        self.objective = objective
-
-    def forward(self, tokens: Tensor, player: str, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        if player == "critic":
-            return self.objective.critic_losses(tokens, generator)
-        return self.objective.generator_losses(tokens)
 
 
 def make_accelerator(hardware: DictConfig) -> Accelerator:
@@ -76,25 +54,6 @@ def make_accelerator(hardware: DictConfig) -> Accelerator:
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     return Accelerator(cpu=cpu, mixed_precision=_MIXED_PRECISION[hardware.mixed_precision],
                        kwargs_handlers=[ddp])
-
-
-def build_objective(cfg: DictConfig, hidden_dim: int) -> CompressorObjective:
-    """Compressor, critic and decoder of ``cfg.model`` for tokens of width ``hidden_dim``."""
-    m, d, a = cfg.model, cfg.model.rf_discriminator, cfg.model.rf_autoencoder
-    init = "avg" if m.compressor.init == "pca" else m.compressor.init  # pca: fitted after this
-    compressor = TokenCompressor(m.compressor.input_grid_size, m.compressor.output_grid_size,
-                                 hidden_dim=hidden_dim, init=init)
-    geometry = compressor.geometry
-    if m.design == "global":
-        critic: nn.Module = GlobalCritic(hidden_dim, d.hidden_dim, d.depth, d.dropout)
-        decoder: nn.Module = GlobalDecoder(hidden_dim, geometry, a.num_layers, a.num_heads)
-    else:
-        critic = RFCritic(hidden_dim, d.hidden_dim, d.depth, d.dropout)
-        decoder = (RFConvDecoder(hidden_dim, geometry, a.num_layers, a.hidden_dim) if a.kind == "conv"
-                   else RFAttentionDecoder(hidden_dim, geometry, a.num_layers, a.num_heads))
-    w = cfg.loss.weights
-    return CompressorObjective(compressor, critic, decoder, ae_weight=w.ae, wgan_weight=w.wgan,
-                               lambda_gp=cfg.loss.rf_wgan.lambda_gp)
 
 
 class Trainer:
@@ -138,20 +97,14 @@ class Trainer:
                              f"{cfg.model.compressor.input_grid_size}")
         self.grid, self.hidden_dim = grid, hidden_dim
 
+        self.recipe = recipe_from_config(cfg)
+        compressor = self._initial_compressor(grid, hidden_dim, fit=not resuming)
         set_seed(t.seed)
-        self.objective = build_objective(cfg, hidden_dim)
-        if cfg.model.compressor.init == "pca":
-            count = min(cfg.model.compressor.pca_images, len(self.train_source))
-            logger.info("fitting the PCA initialisation of the compressor on %d training images", count)
-            pca_init_(self.objective.compressor, self.train_source.tokens(list(range(count))))
+        self.objective = CompressorObjective.from_recipe(compressor, self.recipe)
         self.generator = torch.Generator(device=self.device).manual_seed(
             t.seed + self.accelerator.process_index)
-        betas = tuple(t.betas)
-        critic_opt = torch.optim.Adam(self.objective.critic_parameters(), lr=t.lr_critic, betas=betas)
-        generator_opt = torch.optim.Adam(self.objective.generator_param_groups(t.lr_compressor, t.lr_decoder),
-                                         betas=betas)
-        self.step_module, self.critic_opt, self.generator_opt = self.accelerator.prepare(
-            ObjectiveStep(self.objective), critic_opt, generator_opt)
+        self.model, self.critic_opt, self.generator_opt = self.accelerator.prepare(
+            self.objective, *make_optimizers(self.objective, self.recipe))
 
         self.step = self.epoch = self.batch_in_epoch = 0
         self.best_loss, self.best_epoch = math.inf, None
@@ -170,6 +123,19 @@ class Trainer:
         self.visualizations: dict[str, Path] = {}
 
     # ----------------------------------------------------------------------------- setup
+    def _initial_compressor(self, grid: int, hidden_dim: int, fit: bool = True) -> TokenCompressor:
+        """The compressor's start (``model.compressor.init``; ``pca`` is fitted on the first
+        ``model.compressor.pca_images`` training images, seeded by ``training.seed``). Without
+        ``fit`` (resuming: the saved state replaces the weights) no start is fitted."""
+        c = self.cfg.model.compressor
+        if c.init != "pca" or not fit:
+            init = "avg" if c.init == "pca" else c.init
+            return TokenCompressor(grid, c.output_grid_size, hidden_dim=hidden_dim, init=init)
+        count = min(c.pca_images, len(self.train_source))
+        logger.info("fitting the PCA initialisation of the compressor on %d training images", count)
+        return init_compressor(self.train_source.tokens(list(range(count))), c.output_grid_size,
+                               init="pca", seed=self.cfg.training.seed)
+
     def _run_dir(self) -> Path:
         e, m = self.cfg.experiment, self.cfg.model
         name = e.name
@@ -245,7 +211,8 @@ class Trainer:
         return {"compressor": o.compressor, "critic": o.critic, "decoder": o.decoder}
 
     def _metadata(self) -> dict[str, str]:
-        return {"encoder": str(self.cfg.encoder.name), "design": self.objective.design,
+        return {"encoder": str(self.cfg.encoder.name), "design": self.objective.design.name,
+                "recipe": str(self.cfg.recipe),
                 "step": str(self.step), "epoch": str(self.epoch)}
 
     def save_state(self) -> None:
@@ -279,25 +246,11 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- training
     def train_step(self, tokens: Tensor) -> dict[str, float]:
-        """``n_critic`` critic updates, then one compressor+decoder update, on (B, N, C) tokens."""
-        acc, t = self.accelerator, self.cfg.training
-        for _ in range(t.n_critic):
-            self.critic_opt.zero_grad(set_to_none=True)
-            critic = self.step_module(tokens, "critic", self.generator)
-            acc.backward(critic["loss"])
-            self.critic_opt.step()
-        self.generator_opt.zero_grad(set_to_none=True)
-        gen = self.step_module(tokens, "generator")
-        acc.backward(gen["loss"])
-        if self.step < t.warmup_steps:
-            self.objective.hold_compressor()
-        if t.grad_clip is not None:
-            acc.clip_grad_norm_(self.objective.generator_parameters(), t.grad_clip)
-        self.generator_opt.step()
-        return {"critic_loss": float(critic["loss"].detach()), "wasserstein": float(critic["wasserstein"]),
-                "gradient_penalty": float(critic["gradient_penalty"]), "loss": float(gen["loss"].detach()),
-                "adversarial": float(gen["adversarial"]), "reconstruction": float(gen["reconstruction"]),
-                "cosine": float(gen["cosine"])}
+        """One step of :func:`toconv.objective.train_step` on (B, N, C) tokens, through accelerate."""
+        acc = self.accelerator
+        return train_step(self.objective, tokens, self.critic_opt, self.generator_opt, self.recipe,
+                          self.step, self.generator, model=self.model, backward=acc.backward,
+                          clip_grad_norm=acc.clip_grad_norm_)
 
     def _sampler(self, epoch: int, start: int = 0) -> EpochBatches:
         acc = self.accelerator
@@ -324,9 +277,8 @@ class Trainer:
                 self.step += 1
                 trained_samples += tokens.shape[0]
                 bar.update(1)
-                bar.set_postfix(epoch=self.epoch + 1, critic=f"{losses['critic_loss']:.3f}",
-                                w=f"{losses['wasserstein']:.3f}", rec=f"{losses['reconstruction']:.3f}",
-                                cos=f"{losses['cosine']:.3f}")
+                bar.set_postfix(epoch=self.epoch + 1, w=f"{losses.get('wasserstein', 0.0):.3f}",
+                                rec=f"{losses['reconstruction']:.3f}", cos=f"{losses['cosine']:.3f}")
                 if self.tracker is not None and self.step % self.cfg.experiment.log_every_steps == 0:
                     self.tracker.scalars({f"train/{k}": v for k, v in losses.items()}, self.step)
                 if self.step >= total:
@@ -393,7 +345,7 @@ class Trainer:
         summary = {
             "run": {"folder": str(self.run_dir), "encoder": str(self.cfg.encoder.name),
                     "grid": f"{self.grid}x{self.grid}", "hidden_dim": self.hidden_dim,
-                    "design": self.objective.design, "geometry": f"{g.name}: {g.describe()}",
+                    "design": self.objective.design.name, "recipe": str(self.cfg.recipe), "geometry": f"{g.name}: {g.describe()}",
                     "steps": self.step, "epochs_completed": self.epoch,
                     "wall_seconds": time.perf_counter() - self.started,
                     "train_samples_per_second": samples_per_second},

@@ -1,23 +1,21 @@
-"""TokenCompressor: a partial convolution that shrinks a ViT token grid."""
+"""The ``partial_conv`` family: a 2D partial convolution that shrinks a ViT token grid."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from einops import rearrange
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from toconv.geometry import ConvGeometry, RFGeometry, resolve_geometry
+from toconv.geometry import PRESET_GEOMETRIES, ConvGeometry, RFGeometry, resolve_geometry
 from toconv.layers import PartialConv2d
-
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_KEY = "toconv_config"
+from toconv.models.io import CONFIG_KEY, FAMILY_KEY, WEIGHTS_NAME, read_config, weights_file
+from toconv.models.registry import register_compressor, register_preset
 
 
 @dataclass
@@ -60,20 +58,22 @@ class CompressorConfig:
     @classmethod
     def from_pretrained(cls, path: str | Path) -> CompressorConfig:
         """Read the config stored in a toconv safetensors checkpoint (file or folder)."""
-        file = _weights_file(path)
-        with safe_open(str(file), framework="pt") as f:
-            meta = f.metadata() or {}
-        if CONFIG_KEY not in meta:
-            raise ValueError(f"{file} is not a toconv checkpoint: its metadata has no {CONFIG_KEY!r}")
-        return cls.from_dict(json.loads(meta[CONFIG_KEY]))
+        file, family, config = read_config(path)
+        if family != TokenCompressor.family:
+            raise ValueError(f"{file} holds a {family!r} compressor, expected {TokenCompressor.family!r}")
+        return cls.from_dict(config)
 
 
+@register_compressor("partial_conv")
 class TokenCompressor(nn.Module):
     """Compress a row-major token grid with a 2D partial convolution.
 
     Shapes: (B, N, C) → (B, M, C_out) with N = input_grid_size², M = output_grid_size²; with
     ``cls_token=True`` a leading CLS token passes through unchanged: (B, 1+N, C) → (B, 1+M, C).
     """
+
+    config_class: ClassVar[type[CompressorConfig]] = CompressorConfig
+    family: ClassVar[str]
 
     def __init__(self, input_grid_size: int = 24, output_grid_size: int = 12,
                  hidden_dim: int = 1024, out_dim: int | None = None, cls_token: bool = False,
@@ -163,7 +163,7 @@ class TokenCompressor(nn.Module):
         output_grid_size=12, hidden_dim=1024``); a mismatch raises ``ValueError`` naming both.
         Weights load strictly: missing or unexpected keys are an error.
         """
-        file = _weights_file(path)
+        file = weights_file(path)
         config = CompressorConfig.from_pretrained(file)
         wanted = CompressorConfig.from_dict({**config.to_dict(), **expected})
         if wanted != config:
@@ -179,6 +179,7 @@ def compressor_metadata(config: CompressorConfig) -> dict[str, str]:
     """Safetensors metadata (str → str) describing a compressor: config JSON plus readable geometry."""
     g = config.geometry
     return {
+        FAMILY_KEY: TokenCompressor.family,
         CONFIG_KEY: json.dumps(config.to_dict(), sort_keys=True),
         "geometry": g.describe(),
         "kernel_size": str(g.kernel_size),
@@ -195,11 +196,14 @@ def _describe(config: CompressorConfig) -> str:
             f"cls_token={config.cls_token})")
 
 
-def _weights_file(path: str | Path) -> Path:
-    file = Path(path)
-    if file.is_dir():
-        file = file / WEIGHTS_NAME
-    if not file.is_file():
-        raise FileNotFoundError(f"no toconv checkpoint at {file} (expected a .safetensors file or a "
-                                f"folder holding {WEIGHTS_NAME})")
-    return file
+
+# Encoders whose token grids the presets fit: (name, grid side, channel width).
+_ENCODERS = (("clip-l336", 24, 1024), ("dinov2-s336", 24, 384), ("clip-l224", 16, 1024))
+
+for _in, _out in PRESET_GEOMETRIES:
+    register_preset(f"{_in}to{_out}", "partial_conv", input_grid_size=_in, output_grid_size=_out,
+                    hidden_dim=1024)
+    for _encoder, _grid, _width in _ENCODERS:
+        if _grid == _in:
+            register_preset(f"{_encoder}-{_in}to{_out}", "partial_conv", input_grid_size=_in,
+                            output_grid_size=_out, hidden_dim=_width)

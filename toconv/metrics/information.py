@@ -1,18 +1,15 @@
-"""What a compressed token set keeps (information), how real it looks (distribution match) and
-whether a model trained on uncompressed tokens can read it (plug-in proxy)."""
+"""What a compressed token keeps of its receptive field: probes that rebuild the RF from it."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 from einops import einsum, rearrange
-from torch import Tensor, nn
+from torch import Tensor
 
-from toconv.bench.config import ProbeSettings
 from toconv.geometry import RFGeometry
-from toconv.models import RFConvDecoder
+from toconv.metrics.settings import ProbeSettings, chunks
+from toconv.objective.decoders import RFConvDecoder
 
 
 def _masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
@@ -21,8 +18,13 @@ def _masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return err.sum() / (mask.sum() * pred.shape[-1])
 
 
-def _chunks(num: int, size: int):
-    return (slice(i, min(i + size, num)) for i in range(0, num, size))
+def _spd_solve(a: Tensor, b: Tensor) -> Tensor:
+    """Solve batched symmetric positive definite systems ``a x = b`` by Cholesky (no pivoting,
+    which some CPU LAPACK builds reject for batched float64 LU); least squares if not definite."""
+    factor, info = torch.linalg.cholesky_ex(a)
+    if int(info.max()) == 0:
+        return torch.cholesky_solve(b, factor)
+    return torch.linalg.lstsq(a, b).solution
 
 
 def information_kept(train_z: Tensor, train_x: Tensor, val_z: Tensor, val_x: Tensor,
@@ -60,7 +62,7 @@ def information_kept(train_z: Tensor, train_x: Tensor, val_z: Tensor, val_x: Ten
     count = 0
     mask = rf.mask
     with torch.no_grad():
-        for part in _chunks(val_z.shape[0], 16):
+        for part in chunks(val_z.shape[0], 16):
             pred = decoder(val_z[part])  # (b, M, R, C)
             target = val_x[part][:, rf.indices]
             sse += float(((pred - target).pow(2).sum(-1) * mask).sum())
@@ -100,18 +102,18 @@ def linear_information(train_z: Tensor, train_x: Tensor, val_z: Tensor, val_x: T
         return torch.cat([z.double(), z.new_ones(*z.shape[:-1], 1, dtype=torch.float64)], dim=-1)
 
     gram = cross = 0.0
-    for part in _chunks(train_z.shape[0], chunk):
+    for part in chunks(train_z.shape[0], chunk):
         z = design(train_z[part])  # (b, M, C+1)
         target = train_x[part][:, rf.indices].double()  # (b, M, R, C)
         gram = gram + einsum(z, mask, z, "b m i, m r, b m j -> r i j")
         cross = cross + einsum(z, mask, target, "b m i, m r, b m r c -> r i c")
     eye = torch.eye(dim + 1, dtype=torch.float64)
     penalty = ridge * torch.diagonal(gram, dim1=-2, dim2=-1).mean(-1)[:, None, None]
-    weight = torch.linalg.solve(gram + penalty * eye, cross)  # (R, C+1, C)
+    weight = _spd_solve(gram + penalty * eye, cross)  # (R, C+1, C)
 
     val_mean, train_mean = val_x.mean(dim=(0, 1)).double(), train_x.mean(dim=(0, 1)).double()
     sse = sst = ccos_sum = 0.0
-    for part in _chunks(val_z.shape[0], chunk):
+    for part in chunks(val_z.shape[0], chunk):
         pred = einsum(design(val_z[part]), weight, "b m i, r i c -> b m r c")
         target = val_x[part][:, rf.indices].double()
         sse += float(((pred - target).pow(2).sum(-1) * mask).sum())
@@ -120,89 +122,3 @@ def linear_information(train_z: Tensor, train_x: Tensor, val_z: Tensor, val_x: T
         ccos_sum += float((ccos * mask).sum())
     count = float(mask.sum()) * val_z.shape[0]
     return {"r2": 1.0 - sse / sst, "centered_cosine": ccos_sum / count}
-
-
-def frechet_distance(a: Tensor, b: Tensor) -> float:
-    """Fréchet distance between Gaussians fitted to two samples (S, C), in float64.
-
-    ‖μa − μb‖² + tr Σa + tr Σb − 2 tr (Σa^½ Σb Σa^½)^½.
-    """
-    a, b = a.double(), b.double()
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
-    vals, vecs = torch.linalg.eigh(cov_a)
-    root_a = (vecs * vals.clamp_min(0).sqrt()) @ vecs.T
-    cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp_min(0).sqrt().sum()
-    return float((mu_a - mu_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * cross)
-
-
-def sliced_wasserstein(a: Tensor, b: Tensor, projections: Tensor) -> float:
-    """Sliced 2-Wasserstein distance of two equal-size samples (S, C) over unit ``projections``
-    (P, C): sqrt of the mean over projections of the 1-D W2² between sorted projected samples."""
-    if a.shape != b.shape:
-        raise ValueError(f"expected two samples of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    pa = torch.sort(a.double() @ projections.double().T, dim=0).values
-    pb = torch.sort(b.double() @ projections.double().T, dim=0).values
-    return float((pa - pb).pow(2).mean().sqrt())
-
-
-def sample_rows(x: Tensor, count: int, generator: torch.Generator) -> Tensor:
-    """``count`` rows drawn without replacement from (n, T, C) tokens flattened to (n·T, C)."""
-    flat = rearrange(x, "n t c -> (n t) c")
-    if count > flat.shape[0]:
-        raise ValueError(f"expected at least {count} tokens to sample from, got {flat.shape[0]}")
-    return flat[torch.randperm(flat.shape[0], generator=generator)[:count]]
-
-
-class AttentionPoolHead(nn.Module):
-    """Attention pooling of a token set of any size into one vector: (B, T, C) → (B, C_out).
-
-    Learned queries (one per head) attend over layer-normed, projected tokens; no position
-    embedding, so the head applies unchanged to compressed sets.
-    """
-
-    def __init__(self, dim: int, out_dim: int, width: int = 128, num_heads: int = 8) -> None:
-        super().__init__()
-        if width % num_heads:
-            raise ValueError(f"width={width} must be divisible by num_heads={num_heads}")
-        self.num_heads = num_heads
-        self.norm = nn.LayerNorm(dim)
-        self.proj = nn.Linear(dim, 2 * width)
-        self.query = nn.Parameter(torch.randn(num_heads, width // num_heads) * 0.02)
-        self.out = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, out_dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        keys, values = self.proj(self.norm(x)).chunk(2, dim=-1)
-        keys = rearrange(keys, "b t (h d) -> b h t d", h=self.num_heads)
-        values = rearrange(values, "b t (h d) -> b h t d", h=self.num_heads)
-        scores = einsum(self.query, keys, "h d, b h t d -> b h t") / math.sqrt(keys.shape[-1])
-        pooled = einsum(scores.softmax(dim=-1), values, "b h t, b h t d -> b h d")
-        return self.out(rearrange(pooled, "b h d -> b (h d)"))
-
-
-class PlugInProxy:
-    """A head trained on original tokens to predict the CLS token (centred cosine), then frozen."""
-
-    def __init__(self, train_x: Tensor, train_cls: Tensor, settings: ProbeSettings, seed: int = 0) -> None:
-        torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
-        self.cls_mean = train_cls.mean(0)
-        self.head = AttentionPoolHead(train_x.shape[-1], train_cls.shape[-1], num_heads=settings.head_heads)
-        opt = torch.optim.Adam(self.head.parameters(), settings.head_lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, settings.head_steps)
-        for _ in range(settings.head_steps):
-            idx = torch.randint(train_x.shape[0], (settings.head_batch_size,), generator=generator)
-            loss = 1 - F.cosine_similarity(self.head(train_x[idx]), train_cls[idx] - self.cls_mean).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        self.head.eval()
-
-    @torch.no_grad()
-    def score(self, tokens: Tensor, cls: Tensor) -> dict[str, float]:
-        """(n, T, C) tokens and (n, C) CLS → mean centred and raw cosine of the predicted CLS."""
-        pred = torch.cat([self.head(tokens[part]) for part in _chunks(tokens.shape[0], 64)])
-        centered = F.cosine_similarity(pred, cls - self.cls_mean).mean()
-        raw = F.cosine_similarity(pred + self.cls_mean, cls).mean()
-        return {"centered_cosine": float(centered), "cosine": float(raw)}

@@ -1,0 +1,112 @@
+"""Named training recipes: the one place the method's hyperparameters live.
+
+The trainer's configuration defaults are the ``default`` recipe (``python -m toconv.train
+recipe=NAME`` selects another), and the benchmark trains its learned rows with the ``bench*``
+recipes, so a benchmark row can be reproduced with the trainer. This module imports nothing
+heavy (no torch), so the configuration can read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CriticSpec:
+    """The WGAN critic: an MLP of ``depth`` layers of ``width`` (per token or per token set)."""
+
+    width: int = 512
+    depth: int = 3
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class DecoderSpec:
+    """The decoder that rebuilds original tokens from compressed ones.
+
+    ``kind``: ``conv`` or ``attention`` (RF decoders; the global design has one kind);
+    ``width``: hidden width of the conv decoder (None: the token width).
+    """
+
+    kind: str = "conv"
+    num_layers: int = 3
+    width: int | None = None
+    num_heads: int = 8
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a compressor is trained: design, start, optimisation and the two players' shapes.
+
+    The compressor starts from ``init`` (``pca``: the moment-matched PCA code fitted on the first
+    ``pca_images`` training images) and moves slowly (``lr_compressor``): Adam moves every one of
+    its k²C·C weights by about the rate per step, so 1e-4 leaves the real-token distribution within
+    tens of steps. The decoder and the critic learn fast and get ``warmup_steps`` with the
+    compressor held first. ``steps`` bounds the run (None: the trainer's epochs decide).
+    """
+
+    design: str = "rf"
+    init: str = "pca"
+    pca_images: int = 128
+    batch_size: int = 32
+    steps: int | None = None
+    n_critic: int = 5
+    lr_compressor: float = 3e-6
+    lr_decoder: float = 1e-3
+    lr_critic: float = 4e-4
+    warmup_steps: int = 50
+    betas: tuple[float, float] = (0.5, 0.9)
+    grad_clip: float | None = 1.0
+    ae_weight: float = 1.0
+    wgan_weight: float = 0.1
+    lambda_gp: float = 10.0
+    critic: CriticSpec = field(default_factory=CriticSpec)
+    decoder: DecoderSpec = field(default_factory=DecoderSpec)
+
+    def changed(self, **changes: Any) -> Recipe:
+        """A copy with ``changes``; nested fields by dotted name, e.g. ``**{"critic.width": 64}``."""
+        nested: dict[str, dict[str, Any]] = {}
+        flat = {}
+        for key, value in changes.items():
+            head, _, tail = key.partition(".")
+            if tail:
+                nested.setdefault(head, {})[tail] = value
+            else:
+                flat[key] = value
+        names = [f.name for f in fields(self)]
+        unknown = sorted((set(flat) | set(nested)) - set(names))
+        if unknown:
+            raise ValueError(f"unknown recipe fields {unknown}; expected some of {names}")
+        for head, sub in nested.items():
+            flat[head] = replace(flat.get(head, getattr(self, head)), **sub)
+        return replace(self, **flat)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_BENCH = Recipe(pca_images=640, batch_size=8, steps=200, warmup_steps=40,
+                critic=CriticSpec(width=256), decoder=DecoderSpec(num_layers=2, width=256))
+
+RECIPES: dict[str, Recipe] = {
+    # Full runs (CLIP-L/336 on ImageNet): the trainer's defaults.
+    "default": Recipe(),
+    # The benchmark's ToConv rows (640 training images of DINOv2-S tokens, 200 steps of batch 8).
+    "bench": _BENCH,
+    "bench-global": _BENCH.changed(design="global", **{"decoder.num_layers": 1}),
+    "bench-recon": _BENCH.changed(wgan_weight=0.0),
+    # The offline CPU quickstart: a small decoder and critic, few critic steps.
+    "quickstart": Recipe(batch_size=16, n_critic=2, warmup_steps=16,
+                         critic=CriticSpec(width=256), decoder=DecoderSpec(num_layers=2, width=192)),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; expected one of {', '.join(sorted(RECIPES))}")
+    return RECIPES[name]
+
+
+def list_recipes() -> list[str]:
+    return sorted(RECIPES)
