@@ -8,13 +8,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-from toconv.bench.config import ProbeSettings, Recipe, quick_config
+from toconv.bench.config import quick_config
 from toconv.bench.data import synthetic_features
-from toconv.bench.methods import average_pool, tome_merge
-from toconv.bench.metrics import frechet_distance, linear_information
+from toconv.bench.reducers import average_pool, tome_merge
 from toconv.bench.report import write_report
-from toconv.bench.runner import run_benchmark
+from toconv.bench.runner import load_checkpoints, run_benchmark
 from toconv.geometry import RFGeometry, resolve_geometry
+from toconv.metrics import ProbeSettings, frechet_distance, linear_information
+from toconv.models import TokenCompressor
 
 
 def test_tome_merge_keeps_size_weighted_mean_and_sources() -> None:
@@ -54,15 +55,21 @@ def test_linear_information_is_exact_for_affine_rfs_and_zero_for_noise() -> None
         linear_information(z[:48], x[:48], z[48:, :9], x[48:], rf)
 
 
-def test_benchmark_smoke_on_generated_tokens(tmp_path) -> None:
-    features = synthetic_features(24, 8, grid_size=24, dim=16)
-    config = quick_config(
-        output_sizes=(12, 6),
-        recipe=replace(Recipe(), steps=2, batch_size=4, critic_hidden_dim=16, decoder_hidden_dim=16),
+SMALL_RECIPE = {"steps": 2, "batch_size": 4, "critic.width": 16, "decoder.width": 16}
+
+
+def tiny_config(**overrides):
+    return quick_config(
+        recipe_changes=SMALL_RECIPE,
         probe=replace(ProbeSettings(), decoder_steps=3, decoder_hidden_dim=16, head_steps=3,
                       frechet_samples_per_image=4, swd_projections=8),
-        llm_image_tokens=(16, 4), llm_text_tokens=4, timing_images=2, timing_repeats=1)
-    report = run_benchmark(features, config, encoder_name=None, log=lambda _: None)
+        llm_text_tokens=4, timing_images=2, timing_repeats=1, **overrides)
+
+
+def test_benchmark_smoke_on_generated_tokens(tmp_path) -> None:
+    features = synthetic_features(24, 8, grid_size=24, dim=16)
+    report = run_benchmark(features, tiny_config(output_grid_sizes=(12, 6)), encoder_name=None,
+                           log=lambda _: None)
     out = write_report(report, tmp_path / "report")
     data = json.loads((out / "results.json").read_text())
     methods = {"avg-pool", "bilinear", "tome", "keep-center", "toconv-init", "toconv-rf", "toconv-global",
@@ -74,7 +81,27 @@ def test_benchmark_smoke_on_generated_tokens(tmp_path) -> None:
             assert m["tokens"] == tokens
             assert m["information"]["r2"] <= 1.0 and m["frechet"] >= -1e-6
             assert m["information_linear"]["r2"] <= 1.0
-    assert [r["image_tokens"] for r in data["llm_prefill"]["rows"]] == [16, 4]
-    assert "toconv-rf" in (out / "report.md").read_text()
+    assert [r["image_tokens"] for r in data["llm_prefill"]["rows"]] == [576, 144, 36]
+    assert "toconv-rf" in (out / "report.md").read_text() and "| 24→6 |" in (out / "report.md").read_text()
     assert {p.name for p in out.glob("*.png")} == {"info_kept.png", "info_kept_decoder.png",
                                                     "distribution.png", "plug_in.png", "tradeoff.png"}
+
+
+def test_checkpoints_are_scored_as_extra_rows_at_their_own_size(tmp_path) -> None:
+    features = synthetic_features(24, 8, grid_size=16, dim=16)
+    run_dir = tmp_path / "runs" / "mine"
+    run_dir.mkdir(parents=True)
+    TokenCompressor(16, 4, hidden_dim=16).save_pretrained(run_dir / "latest.safetensors")
+    checkpoints = load_checkpoints([run_dir / "latest.safetensors"], features)
+    report = run_benchmark(features, tiny_config(output_grid_sizes=(8,)), encoder_name=None,
+                           log=lambda _: None, checkpoints=checkpoints)
+    assert list(report["sizes"]) == ["8", "4"]
+    block = report["sizes"]["4"]
+    assert block["geometry"]["input_grid_size"] == 16 and "mine/latest" in block["methods"]
+    row = block["methods"]["mine/latest"]
+    # an average-pooling-initialised checkpoint at 16→4 is exact 4×4 average pooling
+    assert row["information_linear"]["r2"] == pytest.approx(block["methods"]["avg-pool"]["information_linear"]["r2"])
+    assert row["source"] == str(run_dir / "latest.safetensors")
+    TokenCompressor(24, 4, hidden_dim=16).save_pretrained(tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="reads a 24x24 grid of width 16, but the benchmark's tokens are a 16x16"):
+        load_checkpoints([tmp_path / "other.safetensors"], features)

@@ -1,8 +1,18 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from toconv import CompressorConfig, TokenCompressor, create_compressor, list_presets
+from toconv import (
+    CompressorConfig,
+    TokenCompressor,
+    create_compressor,
+    list_presets,
+    load_compressor,
+)
 from toconv.geometry import gather_rf_tokens
+from toconv.models import list_families
 
 PAIRS = [(24, 12), (24, 8), (24, 6), (24, 4), (16, 12), (16, 8)]
 
@@ -126,3 +136,54 @@ def test_registry():
     assert create_compressor("24to12", hidden_dim=32).config.hidden_dim == 32
     with pytest.raises(ValueError, match="unknown preset 'nope'; available: 16to12"):
         create_compressor("nope")
+
+
+def test_foreign_files_raise_value_errors_saying_so(tmp_path):
+    torch.save({"w": torch.zeros(2)}, tmp_path / "weights.pt")
+    with pytest.raises(ValueError, match=r"weights.pt is not a safetensors file \(a torch pickle"):
+        TokenCompressor.from_pretrained(tmp_path / "weights.pt")
+    (tmp_path / "noise.safetensors").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ValueError, match="noise.safetensors is not a safetensors file"):
+        load_compressor(tmp_path / "noise.safetensors")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_tokens_into_fp32_weights_return_the_input_dtype(dtype):
+    c = TokenCompressor(24, 8, hidden_dim=8)
+    x = torch.randn(2, 576, 8)
+    y = c(x.to(dtype))
+    assert y.dtype == dtype
+    torch.testing.assert_close(y.float(), c(x.to(dtype).float()), atol=1e-2, rtol=1e-2)
+
+
+def test_checkpoints_name_their_family_and_old_ones_still_load(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    c = TokenCompressor(24, 12, hidden_dim=8, init="random")
+    file = c.save_pretrained(tmp_path / "new.safetensors")
+    with safe_open(str(file), "pt") as f:
+        meta = f.metadata()
+    assert meta["toconv_family"] == "partial_conv" and "partial_conv" in list_families()
+    assert isinstance(load_compressor(file), TokenCompressor)
+    # a checkpoint written before families existed has no family key: read as partial_conv
+    del meta["toconv_family"]
+    save_file(load_file(str(file)), str(tmp_path / "old.safetensors"), metadata=meta)
+    old = load_compressor(tmp_path / "old.safetensors", output_grid_size=12)
+    assert torch.equal(old.conv.weight, c.conv.weight)
+    meta["toconv_family"] = "tiles"
+    save_file(load_file(str(file)), str(tmp_path / "tiles.safetensors"), metadata=meta)
+    with pytest.raises(ValueError, match="unknown compressor family 'tiles'; registered: partial_conv"):
+        load_compressor(tmp_path / "tiles.safetensors")
+
+
+def test_inference_imports_no_training_code():
+    """``import toconv`` / ``TokenCompressor`` / ``llava_patch`` stay light: no training modules,
+    omegaconf, accelerate or matplotlib."""
+    code = ("import sys, toconv, llava_patch; from toconv import TokenCompressor; "
+            "import toconv.integrations; TokenCompressor(24, 12, hidden_dim=8); "
+            "heavy = ('toconv.objective', 'toconv.training', 'toconv.bench', 'toconv.metrics', "
+            "'toconv.config', 'omegaconf', 'accelerate', 'matplotlib'); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith(heavy)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -14,22 +13,54 @@ pytest.importorskip("tensorboard", reason="the trainer needs the train extra: pi
 
 from omegaconf import OmegaConf
 
-from toconv.config import PRESETS, ConfigError, default_config, load_config, save_config
+from toconv.config import (
+    PRESETS,
+    ConfigError,
+    default_config,
+    load_config,
+    recipe_from_config,
+    save_config,
+)
+from toconv.recipes import RECIPES
 from toconv.train import main, split_preset
-from toconv.training import CompressorObjective
 
 ROOT = ["data.imagenet_root=some/images"]
 
 
-def test_defaults_are_clip_l336_24to12_with_the_objectives_loss_weights():
+def test_defaults_are_clip_l336_24to12_with_the_default_recipe():
     cfg = load_config(ROOT)
-    defaults = inspect.signature(CompressorObjective.__init__).parameters
-    assert cfg.encoder.name == "clip-l336"
+    assert cfg.encoder.name == "clip-l336" and cfg.recipe == "default"
     assert (cfg.model.compressor.input_grid_size, cfg.model.compressor.output_grid_size) == (24, 12)
-    assert cfg.model.design == "rf"
-    assert cfg.loss.weights.ae == defaults["ae_weight"].default
-    assert cfg.loss.weights.wgan == defaults["wgan_weight"].default
-    assert cfg.loss.rf_wgan.lambda_gp == defaults["lambda_gp"].default
+    assert recipe_from_config(cfg) == RECIPES["default"]
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_selects_every_method_key(name):
+    cfg = load_config(ROOT + [f"recipe={name}"])
+    assert cfg.recipe == name and recipe_from_config(cfg) == RECIPES[name]
+
+
+def test_command_line_overrides_the_recipe_and_the_presets_recipe():
+    cfg = load_config(ROOT + ["training.batch_size=3", "recipe=bench"])
+    assert cfg.training.batch_size == 3 and cfg.training.max_steps == RECIPES["bench"].steps
+    assert cfg.model.critic.width == RECIPES["bench"].critic.width
+    cfg = load_config(["recipe=bench"], preset="quickstart")
+    assert recipe_from_config(cfg) == RECIPES["bench"] and cfg.encoder.name == "dinov2-s336"
+    with pytest.raises(ConfigError, match="recipe: unknown recipe 'fast'; expected one of bench"):
+        load_config(ROOT + ["recipe=fast"])
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("model.rf_autoencoder.hidden_dim=64", "model.decoder.width"),
+    ("model.rf_autoencoder.kind=attention", "model.decoder.kind"),
+    ("model.rf_discriminator.hidden_dim=64", "model.critic.width"),
+    ("model.rf_discriminator.depth=2", "model.critic.depth"),
+    ("loss.rf_wgan.lambda_gp=5.0", "loss.wgan.lambda_gp"),
+])
+def test_old_section_names_are_aliases(old, new):
+    value = old.split("=")[1]
+    cfg = load_config(ROOT + [old])
+    assert str(OmegaConf.select(cfg, new)) == value
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
@@ -40,9 +71,9 @@ def test_defaults_are_clip_l336_24to12_with_the_objectives_loss_weights():
     (["training.n_critic=10"], {"training.n_critic": 10}),
     (["loss.weights.ae=2.0"], {"loss.weights.ae": 2.0}),
     (["loss.weights.wgan=1.0"], {"loss.weights.wgan": 1.0}),
-    (["loss.rf_wgan.lambda_gp=20.0"], {"loss.rf_wgan.lambda_gp": 20.0}),
-    (["model.rf_autoencoder.num_layers=5"], {"model.rf_autoencoder.num_layers": 5}),
-    (["model.rf_discriminator.dropout=0.2"], {"model.rf_discriminator.dropout": 0.2}),
+    (["loss.rf_wgan.lambda_gp=20.0"], {"loss.wgan.lambda_gp": 20.0}),
+    (["model.rf_autoencoder.num_layers=5"], {"model.decoder.num_layers": 5}),
+    (["model.rf_discriminator.dropout=0.2"], {"model.critic.dropout": 0.2}),
     (["data.use_subset=true", "data.subset_size=1000"], {"data.use_subset": True, "data.subset_size": 1000}),
     (["data.imagenet_root=/data/imagenet"], {"data.imagenet_root": "/data/imagenet"}),
     (["hardware.cuda_device=1"], {"hardware.cuda_device": 1}),
@@ -65,7 +96,7 @@ def test_issue_overrides_set_typed_values(overrides, expected):
     ("training.batch_size=sixteen", "invalid value for 'training.batch_size'"),
     ("loss.weights.ae=high", "invalid value for 'loss.weights.ae'"),
     ("data.use_subset=maybe", "invalid value for 'data.use_subset'"),
-    ("model.design=hybrid", "model.design: expected one of rf, global, got 'hybrid'"),
+    ("model.design=hybrid", "model.design: expected one of global, rf, got 'hybrid'"),
     ("training.batch_size=0", "training.batch_size: expected an integer >= 1, got 0"),
     ("training.resume=yes", "training.resume: expected null or 'auto'"),
     ("training.epochs", "expected an override key.sub=value, got 'training.epochs'"),

@@ -2,8 +2,14 @@ import pytest
 import torch
 from torch import nn
 
-from toconv.losses import critic_loss, generator_loss, gradient_penalty, reconstruction_loss
-from toconv.models import GlobalCritic, RFCritic
+from toconv.objective import (
+    GlobalCritic,
+    RFCritic,
+    critic_loss,
+    generator_loss,
+    gradient_penalty,
+    reconstruction_loss,
+)
 
 
 class LinearCritic(nn.Module):

@@ -3,9 +3,15 @@ import torch
 
 from toconv import TokenCompressor, resolve_geometry
 from toconv.geometry import gather_rf_tokens
-from toconv.losses import reconstruction_loss
 from toconv.metrics import RFStats, rf_cosines, rf_statistics
-from toconv.models import GlobalCritic, GlobalDecoder, RFAttentionDecoder, RFConvDecoder, RFCritic
+from toconv.objective import (
+    GlobalCritic,
+    GlobalDecoder,
+    RFAttentionDecoder,
+    RFConvDecoder,
+    RFCritic,
+    reconstruction_loss,
+)
 from toconv.viz import plot_rf_heatmap
 
 

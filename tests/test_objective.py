@@ -1,31 +1,36 @@
-"""CompressorObjective: both designs, gradient routing, reconstruction layout."""
+"""CompressorObjective and its designs: gradient routing, real samples, reconstruction layout."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from toconv.models import (
-    GlobalCritic,
+from toconv.geometry import gather_rf_tokens
+from toconv.models import TokenCompressor
+from toconv.objective import (
+    CompressorObjective,
+    Design,
     GlobalDecoder,
-    RFConvDecoder,
     RFCritic,
-    TokenCompressor,
-    gather_rf_tokens,
+    build_design,
+    list_designs,
+    make_optimizers,
+    register_design,
+    train_on_tokens,
+    train_step,
 )
-from toconv.training import CompressorObjective
+from toconv.recipes import CriticSpec, DecoderSpec, Recipe
 
 DIM = 16
+SMALL = Recipe(critic=CriticSpec(width=32), decoder=DecoderSpec(num_layers=2, num_heads=2))
 
 
-def make_objective(design: str, output: int = 4, **weights: float) -> CompressorObjective:
+def make_objective(design: str, output: int = 4, ae_weight: float = 1.0,
+                   wgan_weight: float = 0.1) -> CompressorObjective:
     torch.manual_seed(0)
-    compressor = TokenCompressor(8, output, DIM)
-    if design == "rf":
-        critic, decoder = RFCritic(DIM, 32), RFConvDecoder(DIM, compressor.geometry, 2)
-    else:
-        critic, decoder = GlobalCritic(DIM, 32), GlobalDecoder(DIM, compressor.geometry, 1, 2)
-    return CompressorObjective(compressor, critic, decoder, **weights)
+    recipe = SMALL.changed(design=design, ae_weight=ae_weight, wgan_weight=wgan_weight,
+                           **({"decoder.num_layers": 1} if design == "global" else {}))
+    return CompressorObjective.from_recipe(TokenCompressor(8, output, DIM), recipe)
 
 
 def grads(params: list[torch.nn.Parameter]) -> list[bool]:
@@ -37,7 +42,7 @@ def test_critic_step_trains_only_the_critic(design: str, device: torch.device) -
     obj = make_objective(design).to(device)
     out = obj.critic_losses(torch.randn(3, 64, DIM, device=device))
     out["loss"].backward()
-    assert obj.design == design
+    assert obj.design.name == design
     assert sum(grads(obj.critic_parameters())) >= len(obj.critic_parameters()) - 1  # not the last bias
     assert not any(grads(obj.generator_parameters()))
     assert out["gradient_penalty"] >= 0 and not out["wasserstein"].requires_grad
@@ -83,10 +88,65 @@ def test_reconstruct_is_in_rf_layout(design: str, device: torch.device) -> None:
     assert (pred[:, ~rf.mask.to(device)] == 0).all()
 
 
-def test_mixed_designs_are_refused() -> None:
-    compressor = TokenCompressor(8, 4, DIM)
-    with pytest.raises(ValueError, match="one design"):
-        CompressorObjective(compressor, RFCritic(DIM), GlobalDecoder(DIM, compressor.geometry))
+def test_designs_build_their_own_modules() -> None:
+    assert {"rf", "global"} <= set(list_designs())
+    rf, glob = make_objective("rf"), make_objective("global")
+    assert isinstance(rf.critic, RFCritic) and isinstance(glob.decoder, GlobalDecoder)
+    with pytest.raises(ValueError, match="unknown design 'tiles'; expected one of"):
+        build_design("tiles", rf.rf)
     with pytest.raises(ValueError, match="cls_token=False"):
-        CompressorObjective(TokenCompressor(8, 4, DIM, cls_token=True), RFCritic(DIM),
-                            RFConvDecoder(DIM, compressor.geometry))
+        CompressorObjective.from_recipe(TokenCompressor(8, 4, DIM, cls_token=True), SMALL)
+
+
+class CentreDesign(Design):
+    """A toy design: the critic compares each compressed token with its RF's centre token, the
+    decoder (one linear map) rebuilds the RF's mean token."""
+
+    def build_critic(self, dim: int, spec: CriticSpec) -> torch.nn.Module:
+        return RFCritic(dim, spec.width, spec.depth)
+
+    def build_decoder(self, dim: int, spec: DecoderSpec) -> torch.nn.Module:
+        return torch.nn.Linear(dim, dim)
+
+    def real_samples(self, tokens: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        k = self.rf.conv.kernel_size
+        return tokens[:, self.rf.indices[:, (k // 2) * k + k // 2]]
+
+    def targets(self, tokens: torch.Tensor) -> tuple[torch.Tensor, None]:
+        rf_tokens = gather_rf_tokens(tokens, self.rf)
+        return rf_tokens.sum(2) / self.rf.sizes[:, None], None
+
+    def rf_layout(self, pred: torch.Tensor) -> torch.Tensor:
+        return pred[:, :, None] * self.rf.mask[:, :, None]
+
+
+def test_a_registered_toy_design_trains_for_a_step() -> None:
+    if "centre-toy" not in list_designs():
+        register_design("centre-toy")(CentreDesign)
+    recipe = SMALL.changed(design="centre-toy", steps=1, batch_size=2, n_critic=1, warmup_steps=0,
+                           lr_compressor=1e-2)
+    tokens = torch.randn(4, 64, DIM)
+    start = TokenCompressor(8, 4, DIM)
+    trained, losses = train_on_tokens(tokens, start, recipe)
+    assert set(losses) >= {"wasserstein", "reconstruction", "adversarial"}
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    assert not torch.equal(trained.conv.weight, start.conv.weight)
+    obj = CompressorObjective.from_recipe(trained, recipe)
+    pred, target = obj.reconstruct(tokens)
+    assert pred.shape == target.shape == (4, 16, 4, DIM)
+
+
+def test_train_step_reuses_the_compressed_tokens_and_skips_the_critic_at_weight_zero() -> None:
+    obj = make_objective("rf")
+    calls = []
+    obj.compressor.register_forward_hook(lambda *_: calls.append(1))
+    critic_opt, generator_opt = make_optimizers(obj, SMALL)
+    tokens = torch.randn(2, 64, DIM)
+    losses = train_step(obj, tokens, critic_opt, generator_opt, SMALL.changed(n_critic=3), step=0)
+    assert len(calls) == 2 and "wasserstein" in losses  # once for 3 critic steps, once for the generator
+    recon = make_objective("rf", wgan_weight=0.0)
+    critic_before = [p.clone() for p in recon.critic_parameters()]
+    critic_opt, generator_opt = make_optimizers(recon, SMALL)
+    losses = train_step(recon, tokens, critic_opt, generator_opt, SMALL, step=0)
+    assert "wasserstein" not in losses and not critic_opt.state
+    assert all(torch.equal(a, b) for a, b in zip(critic_before, recon.critic_parameters(), strict=True))

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from toconv.models import TokenCompressor, gather_rf_tokens, pca_init_
+from toconv.geometry import gather_rf_tokens
+from toconv.models import TokenCompressor, pca_init_
 
 
 def smooth_tokens(b: int, grid: int, dim: int, seed: int = 0) -> torch.Tensor:

@@ -13,11 +13,16 @@ pytest.importorskip("tensorboard", reason="the trainer needs the train extra: pi
 import matplotlib.image
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from toconv import TokenCompressor
+from toconv import TokenCompressor, resolve_geometry
+from toconv.bench.config import BenchConfig
+from toconv.bench.data import load_cache
+from toconv.bench.methods import MethodContext, build_method
+from toconv.config import default_config, recipe_from_config
 from toconv.train import main
 
 SMALL = ["training.batch_size=4", "training.n_critic=2", "training.warmup_steps=2", "model.rf_discriminator.hidden_dim=32",
@@ -181,3 +186,22 @@ def test_encoder_in_the_loop_counts_skipped_files(workdir):
     assert summary["data"]["cache"] == "no cache (encoder in the loop)"
     assert summary["data"]["skipped_files"] == 2
     assert TokenCompressor.from_pretrained(run_dir / "latest.safetensors").geometry.kernel_size == 4
+
+
+def test_trainer_and_the_bench_method_train_identical_weights(workdir):
+    """The same recipe, seed and tokens through ``python -m toconv.train`` and through the
+    benchmark's ``toconv-rf`` method give bit-identical compressors."""
+    small = {"batch_size": 4, "n_critic": 2, "warmup_steps": 2, "steps": 5, "critic.width": 32,
+             "critic.depth": 2, "decoder.num_layers": 2, "decoder.num_heads": 2, "decoder.width": 32}
+    _, run_dir = run(workdir, "same-as-bench", "recipe=bench", "model.decoder.width=32",
+                     "training.max_steps=5", "training.eval_every_epochs=5")
+    cfg = OmegaConf.merge(default_config(), OmegaConf.load(run_dir / "config.yaml"))
+    (cache,) = {p.parent for p in (Path(workdir["root"]) / "cache").glob("*/train/meta.json")}
+    features = load_cache(cache.parent)
+    ctx = MethodContext(features.train, resolve_geometry(24, 12), BenchConfig(recipe_changes=small),
+                        log=lambda _: None)
+    assert ctx.recipe("bench") == recipe_from_config(cfg)
+    method = build_method("toconv-rf", ctx)
+    trained = TokenCompressor.from_pretrained(run_dir / "latest.safetensors")
+    x = torch.randn(3, 576, 32)
+    assert torch.equal(method.compress(x), trained.eval()(x))

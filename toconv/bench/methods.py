@@ -116,6 +116,13 @@ def list_methods() -> list[str]:
     return list(_METHODS)
 
 
+def build_method(name: str, ctx: MethodContext) -> Method | None:
+    """Registered method ``name`` at ``ctx``'s size (None where it does not apply)."""
+    if name not in _METHODS:
+        raise ValueError(f"unknown method {name!r}; registered: {', '.join(_METHODS)}")
+    return _METHODS[name](ctx)
+
+
 def build_methods(ctx: MethodContext) -> list[Method]:
     """Every registered method that applies at ``ctx``'s size, learned ones trained here."""
     return [m for m in (builder(ctx) for builder in _METHODS.values()) if m is not None]
