@@ -79,6 +79,10 @@ PRESET_GEOMETRIES: dict[tuple[int, int], ConvGeometry] = {
         # 16x16 grids (CLIP-L/224): a stride-1 5x5 window and a half-overlapping 3x3 window.
         ConvGeometry(16, 12, kernel_size=5, stride=1, padding=0),
         ConvGeometry(16, 8, kernel_size=3, stride=2, padding=1),
+        # 27x27 grids (SigLIP-so400m/384 with patch 14, LLaVA-OneVision): disjoint 3x3 windows, and
+        # half-overlapping 3x3 windows whose zero-padded border windows are renormalised.
+        ConvGeometry(27, 9, kernel_size=3, stride=3, padding=0),
+        ConvGeometry(27, 14, kernel_size=3, stride=2, padding=1),
     )
 }
 
