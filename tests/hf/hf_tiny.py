@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
 
+import pytest
 import torch
+
+MIN_TRANSFORMERS = "4.49"
+KINDS = ["llava", "llava_next", "llava_onevision"]
+#: Tower grid side of each tiny model: CLIP 48 px / patch 2 = 24, SigLIP 55 px // 2 = 27.
+GRID = {"llava": 24, "llava_next": 24, "llava_onevision": 27}
+
+
+def require_transformers() -> ModuleType:
+    """``import transformers``, or skip the calling test module when it is missing or too old."""
+    return pytest.importorskip(
+        "transformers", minversion=MIN_TRANSFORMERS,
+        reason=f"the Hugging Face integration needs transformers >= {MIN_TRANSFORMERS}")
 
 #: Image and video placeholder ids of the tiny tokenizer.
 IMAGE_TOKEN_ID, VIDEO_TOKEN_ID = 4, 5
@@ -108,12 +122,120 @@ def processor(kind: str, tower: str | None = None, strategy: str | None = None) 
     images = _image_processor("LlavaOnevisionImageProcessor", size={"height": side, "width": side},
                               image_grid_pinpoints=pinpoints(kind))
     grid = side // PATCH
-    return transformers.LlavaOnevisionProcessor(
-        image_processor=images, tokenizer=tok, video_processor=video_processor(side),
-        num_image_tokens=grid**2, vision_feature_select_strategy=strategy)
+    kwargs = dict(image_processor=images, tokenizer=tok, num_image_tokens=grid**2,
+                  vision_feature_select_strategy=strategy)
+    if has_video_processor():
+        return transformers.LlavaOnevisionProcessor(
+            video_processor=transformers.LlavaOnevisionVideoProcessor(), **kwargs)
+    return _onevision_without_video()(video_processor=None, **kwargs)
 
 
-def video_processor(side: int) -> Any:
+def has_video_processor() -> bool:
+    """True where transformers can build a OneVision video processor (5.x needs torchvision)."""
     import transformers
 
-    return transformers.LlavaOnevisionVideoProcessor(size={"height": side, "width": side})
+    try:
+        transformers.LlavaOnevisionVideoProcessor()
+    except ImportError:
+        return False
+    return True
+
+
+def _onevision_without_video() -> type:
+    """``LlavaOnevisionProcessor`` accepting ``video_processor=None``.
+
+    transformers 5 builds the OneVision video processor only with torchvision, and refuses a
+    processor without one. The image and video token counts under test are still the stock
+    class's own code (``replace_image_token``, ``replace_video_token``); only saving and
+    ``AutoProcessor`` loading need the real video processor.
+    """
+    import transformers
+
+    class OnevisionProcessorWithoutVideo(transformers.LlavaOnevisionProcessor):
+        def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> Any:
+            if argument_name == "video_processor" and argument is None:
+                return None
+            return super().check_argument_for_proper_class(argument_name, argument)
+
+    return OnevisionProcessorWithoutVideo
+
+
+def compressor(n_in: int, n_out: int, width: int = 32, seed: int = 0) -> Any:
+    """A randomly initialised :class:`toconv.TokenCompressor` (not the average-pooling start)."""
+    from toconv import TokenCompressor
+
+    torch.manual_seed(seed)
+    return TokenCompressor(n_in, n_out, hidden_dim=width, init="random")
+
+
+def image(height: int, width: int, seed: int = 0) -> Any:
+    """A random RGB PIL image of ``height`` x ``width`` pixels."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def inputs(processor: Any, images: list | None = None, text: str = "USER: <image> describe the image",
+           videos: list | None = None) -> dict[str, Any]:
+    """The processor's tensors for one prompt (without ``token_type_ids``, which LLaVA ignores)."""
+    kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
+    if images is not None:
+        kwargs["images"] = images
+    if videos is not None:
+        kwargs["videos"] = videos
+    out = dict(processor(**kwargs))
+    out.pop("token_type_ids", None)
+    return out
+
+
+def count(batch: dict[str, Any], token_id: int = IMAGE_TOKEN_ID) -> int:
+    return int((batch["input_ids"] == token_id).sum())
+
+
+def packed_count(model: Any, batch: dict[str, Any], method: str = "pack_image_features") -> int:
+    """Run ``model(**batch)`` and return how many feature rows ``method`` handed to the LM.
+
+    ``method`` is ``pack_image_features`` (NeXT and OneVision images: sum of ``feature_lens``) or
+    ``apply_pooling`` (OneVision video frames: frames x pooled tokens).
+    """
+    from toconv.integrations.hf import _owner
+
+    owner = _owner(model)
+    original, overridden = getattr(owner, method), method in owner.__dict__
+    seen: list[int] = []
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)
+        seen.append(int(out[1].sum()) if method == "pack_image_features" else out.shape[0] * out.shape[1])
+        return out
+
+    setattr(owner, method, spy)
+    try:
+        with torch.no_grad():
+            model(**batch)
+    finally:
+        if overridden:
+            setattr(owner, method, original)
+        else:
+            del owner.__dict__[method]
+    return sum(seen)
+
+
+def projector_io(model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input, output)`` of the model's ``multi_modal_projector`` in ``model(**batch)``."""
+    from toconv.integrations.hf import _owner
+
+    seen: dict[str, torch.Tensor] = {}
+
+    def hook(module: Any, args: tuple, output: torch.Tensor) -> None:
+        seen["in"], seen["out"] = args[0].detach(), output.detach()
+
+    handle = _owner(model).multi_modal_projector.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            model(**batch)
+    finally:
+        handle.remove()
+    return seen["in"], seen["out"]

@@ -32,7 +32,8 @@ def build_encoder(
 ) -> FrozenEncoder:
     """Build a frozen encoder: a preset (:func:`list_encoders`), a local model folder or a hub id.
 
-    Folders and hub ids are loaded as ``CLIPVisionModel`` (features: layer -2, patch tokens).
+    Folders and hub ids are loaded as ``CLIPVisionModel`` (features: layer -2, patch tokens),
+    except transformers LLaVA models (:class:`~toconv.encoders.hf_llava.HFLlavaEncoder`).
     ``dtype=None`` means float32 on CPU and float16 on GPU.
     """
     if name == "dinov2-s336":
@@ -43,6 +44,10 @@ def build_encoder(
 
     if name == "clip-l336":
         return _from_hub(CLIP_L336_HUB_ID, device, dtype, preset=str(name))
+    from toconv.encoders.hf_llava import HFLlavaEncoder, is_llava_source
+
+    if is_llava_source(name):  # a transformers LLaVA model: the tokens its projector reads
+        return HFLlavaEncoder(name, device=device, dtype=dtype, name=str(name))
     path = Path(name).expanduser()
     if path.is_dir():
         return HFCLIPEncoder(path, device=device, dtype=dtype, name=str(name))

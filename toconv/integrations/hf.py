@@ -263,6 +263,11 @@ def _check_compressor(compressor: TokenCompressor, layout: LlavaLayout, model_na
     cfg = compressor.config
     tower = (f"{model_name}'s vision tower ({layout.vision_model_type}, image_size="
              f"{layout.image_size}, patch_size={layout.patch_size})")
+    if layout.select_strategy == "default" and layout.vision_model_type.startswith("siglip"):
+        raise ValueError(f"{model_name} drops the first token (vision_feature_select_strategy="
+                         f"'default'), but its {layout.vision_model_type} tower has no CLS token, so "
+                         f"the projector reads {layout.grid**2 - 1} tokens, not the "
+                         f"{layout.grid}x{layout.grid} grid the compressor needs")
     if cfg.cls_token:
         raise ValueError(f"the compressor was built with cls_token=True, but {model_name} passes "
                          f"its CLS token around the compressor itself: use cls_token=False")

@@ -1,0 +1,34 @@
+"""Fixtures for the tests of toconv.integrations.hf (tiny random LLaVA models, no hub access).
+
+Each test module starts with ``hf_tiny.require_transformers()``, so the folder skips cleanly
+where transformers is missing or older than 4.49 (the LLaVA stage of CI pins 4.36.2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Stock tiny models saved to folders (model and processor): ``llava`` (CLIP, layer -2,
+    'default'), ``llava_full_layers`` (CLIP, layers [-2, -1], 'full') and ``llava_onevision``
+    (SigLIP, 'full'; the processor is saved only where transformers can save it)."""
+    import hf_tiny
+
+    hf_tiny.require_transformers()
+    root = tmp_path_factory.mktemp("tiny-llava-hf")
+    specs = {"llava": dict(kind="llava"),
+             "llava_full_layers": dict(kind="llava", strategy="full", layer=[-2, -1]),
+             "llava_onevision": dict(kind="llava_onevision")}
+    dirs = {}
+    for name, spec in specs.items():
+        folder = root / name
+        hf_tiny.model(**spec).save_pretrained(folder)
+        processor = hf_tiny.processor(spec["kind"], strategy=spec.get("strategy"))
+        if spec["kind"] != "llava_onevision" or hf_tiny.has_video_processor():
+            processor.save_pretrained(folder)
+        dirs[name] = folder
+    return dirs
