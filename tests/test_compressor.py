@@ -134,7 +134,7 @@ def test_registry():
     c = create_compressor("dinov2-s336-24to6")
     assert c.config.hidden_dim == 384 and c.geometry.kernel_size == 4
     assert create_compressor("24to12", hidden_dim=32).config.hidden_dim == 32
-    with pytest.raises(ValueError, match="unknown preset 'nope'; available: 16to12"):
+    with pytest.raises(ValueError, match="unknown preset 'nope'; expected one of 16to12"):
         create_compressor("nope")
 
 
@@ -173,7 +173,7 @@ def test_checkpoints_name_their_family_and_old_ones_still_load(tmp_path):
     assert torch.equal(old.conv.weight, c.conv.weight)
     meta["toconv_family"] = "tiles"
     save_file(load_file(str(file)), str(tmp_path / "tiles.safetensors"), metadata=meta)
-    with pytest.raises(ValueError, match="unknown compressor family 'tiles'; registered: partial_conv"):
+    with pytest.raises(ValueError, match="unknown compressor family 'tiles'; expected one of partial_conv"):
         load_compressor(tmp_path / "tiles.safetensors")
 
 

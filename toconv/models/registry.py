@@ -16,11 +16,12 @@ import torch
 from torch import nn
 
 from toconv.models.io import read_config
+from toconv.registry import Registry
 
 T = TypeVar("T", bound=type[nn.Module])
 
-_FAMILIES: dict[str, type[nn.Module]] = {}
-_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {}
+FAMILIES: Registry[type[nn.Module]] = Registry("compressor family", attribute="family")
+PRESETS: Registry[tuple[str, dict[str, Any]]] = Registry("preset")
 
 
 def register_compressor(family: str) -> Callable[[T], T]:
@@ -29,44 +30,30 @@ def register_compressor(family: str) -> Callable[[T], T]:
     The class provides ``config_class`` (with ``from_dict``), ``from_config`` and
     ``from_pretrained(path, map_location, **expected)``.
     """
-
-    def wrap(cls: T) -> T:
-        if family in _FAMILIES:
-            raise ValueError(f"compressor family {family!r} is already registered")
-        cls.family = family
-        _FAMILIES[family] = cls
-        return cls
-
-    return wrap
+    return FAMILIES.decorator(family)
 
 
 def compressor_class(family: str) -> type[nn.Module]:
-    if family not in _FAMILIES:
-        raise ValueError(f"unknown compressor family {family!r}; registered: {', '.join(sorted(_FAMILIES))}")
-    return _FAMILIES[family]
+    return FAMILIES.get(family)
 
 
 def list_families() -> list[str]:
-    return sorted(_FAMILIES)
+    return FAMILIES.names()
 
 
 def register_preset(name: str, family: str, **config: Any) -> None:
     """Add a named configuration of ``family``; names are unique."""
-    if name in _PRESETS:
-        raise ValueError(f"preset {name!r} is already registered")
-    _PRESETS[name] = (family, config)
+    PRESETS.add(name, (family, config))
 
 
 def list_presets() -> list[str]:
     """Names accepted by :func:`create_compressor`."""
-    return sorted(_PRESETS)
+    return PRESETS.names()
 
 
 def create_compressor(name: str, **overrides: Any) -> nn.Module:
     """Build a compressor from a named preset; keyword arguments override config fields."""
-    if name not in _PRESETS:
-        raise ValueError(f"unknown preset {name!r}; available: {', '.join(list_presets())}")
-    family, config = _PRESETS[name]
+    family, config = PRESETS.get(name)
     cls = compressor_class(family)
     return cls.from_config(cls.config_class.from_dict({**config, **overrides}))
 

@@ -11,10 +11,9 @@ from torch import Tensor, nn
 
 from toconv.geometry import RFGeometry
 from toconv.recipes import CriticSpec, DecoderSpec
+from toconv.registry import Registry
 
 D = TypeVar("D", bound=type["Design"])
-
-_DESIGNS: dict[str, type[Design]] = {}
 
 
 class Design(ABC):
@@ -47,24 +46,17 @@ class Design(ABC):
         """Decoder output in RF layout, (B, M, R, C), zero on invalid slots (for RF metrics)."""
 
 
+DESIGNS: Registry[type[Design]] = Registry("design", attribute="name")
+
+
 def register_design(name: str) -> Callable[[D], D]:
     """Class decorator: make a :class:`Design` available as ``model.design=name`` / ``Recipe.design``."""
-
-    def wrap(cls: D) -> D:
-        if name in _DESIGNS:
-            raise ValueError(f"design {name!r} is already registered")
-        cls.name = name
-        _DESIGNS[name] = cls
-        return cls
-
-    return wrap
+    return DESIGNS.decorator(name)
 
 
 def list_designs() -> list[str]:
-    return sorted(_DESIGNS)
+    return DESIGNS.names()
 
 
 def build_design(name: str, rf: RFGeometry) -> Design:
-    if name not in _DESIGNS:
-        raise ValueError(f"unknown design {name!r}; expected one of {', '.join(list_designs())}")
-    return _DESIGNS[name](rf)
+    return DESIGNS.get(name)(rf)
