@@ -19,6 +19,7 @@ from toconv.objective import (
     train_on_tokens,
     train_step,
 )
+from toconv.objective.designs.base import DESIGNS
 from toconv.recipes import CriticSpec, DecoderSpec, Recipe
 
 DIM = 16
@@ -120,9 +121,10 @@ class CentreDesign(Design):
         return pred[:, :, None] * self.rf.mask[:, :, None]
 
 
-def test_a_registered_toy_design_trains_for_a_step() -> None:
-    if "centre-toy" not in list_designs():
-        register_design("centre-toy")(CentreDesign)
+def test_a_registered_toy_design_trains_for_a_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(DESIGNS, "_entries", dict(DESIGNS._entries))  # unregistered afterwards
+    register_design("centre-toy")(CentreDesign)
+    assert "centre-toy" in list_designs()
     recipe = SMALL.changed(design="centre-toy", steps=1, batch_size=2, n_critic=1, warmup_steps=0,
                            lr_compressor=1e-2)
     tokens = torch.randn(4, 64, DIM)
