@@ -1,0 +1,22 @@
+"""The real photographs shipped inside the package (``toconv/photos``, credits in its README)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: Folder of the packaged photos, beside this package's modules.
+PHOTOS_DIR = Path(__file__).resolve().parents[1] / "photos"
+
+
+def packaged_photos() -> Path:
+    """The folder of the 160 packaged photos (336×336 JPEGs, public domain / CC licences).
+
+    Raises:
+        FileNotFoundError: toconv was installed without them (one line that says what to pass).
+    """
+    if not any(PHOTOS_DIR.glob("*.jpg")):
+        raise FileNotFoundError(
+            f"the packaged photos are not installed (expected JPEGs in {PHOTOS_DIR}); "
+            f"point data.imagenet_root=FOLDER at any folder of images"
+        )
+    return PHOTOS_DIR
