@@ -64,7 +64,7 @@ def test_gradient_penalty_matches_per_sample_autograd_reference():
 
 
 def test_gradient_penalty_for_set_critic_uses_one_alpha_per_set():
-    critic = GlobalCritic(6, hidden_dim=8, depth=2)
+    critic = GlobalCritic(6, width=8, depth=2)
     real, fake = torch.randn(4, 9, 6), torch.randn(4, 9, 6)
     gp = gradient_penalty(critic, real, fake, generator=torch.Generator().manual_seed(0))
     alpha = torch.rand(4, 1, 1, generator=torch.Generator().manual_seed(0))

@@ -34,8 +34,8 @@ def test_conv_decoder_starts_from_broadcast_of_token_and_maps_widths():
 def test_global_decoder_and_critics_shapes():
     g = resolve_geometry(24, 6)
     assert GlobalDecoder(16, g, num_heads=4)(torch.randn(2, 36, 16)).shape == (2, 576, 16)
-    assert RFCritic(16, hidden_dim=8, depth=2, dropout=0.2)(torch.randn(2, 36, 16)).shape == (2, 36)
-    gc = GlobalCritic(16, hidden_dim=8)
+    assert RFCritic(16, width=8, depth=2, dropout=0.2)(torch.randn(2, 36, 16)).shape == (2, 36)
+    gc = GlobalCritic(16, width=8)
     assert gc(torch.randn(2, 36, 16)).shape == (2,)
     assert gc(torch.randn(2, 576, 16)).shape == (2,)  # any set size
 
@@ -88,7 +88,7 @@ def test_compressor_and_rf_decoder_learn_together():
     torch.manual_seed(0)
     x = smooth_grids(8, 24, 16)
     comp = TokenCompressor(24, 12, hidden_dim=16, init="random")
-    dec = RFConvDecoder(16, comp.geometry, num_layers=2, hidden_dim=32)
+    dec = RFConvDecoder(16, comp.geometry, num_layers=2, width=32)
     rf = comp.rf
     target = gather_rf_tokens(x, rf)
     opt = torch.optim.Adam([*comp.parameters(), *dec.parameters()], lr=3e-3)

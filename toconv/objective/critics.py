@@ -18,9 +18,9 @@ class RFCritic(nn.Module):
 
     event_dims = 1
 
-    def __init__(self, dim: int, hidden_dim: int = 512, depth: int = 3, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, width: int = 512, depth: int = 3, dropout: float = 0.0) -> None:
         super().__init__()
-        self.net = mlp(dim, hidden_dim, 1, depth, dropout)
+        self.net = mlp(dim, width, 1, depth, dropout)
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.net(tokens).squeeze(-1)
@@ -36,10 +36,10 @@ class GlobalCritic(nn.Module):
 
     event_dims = 2
 
-    def __init__(self, dim: int, hidden_dim: int = 512, depth: int = 3, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, width: int = 512, depth: int = 3, dropout: float = 0.0) -> None:
         super().__init__()
-        self.token_net = mlp(dim, hidden_dim, hidden_dim, max(depth - 1, 1), dropout)
-        self.head = mlp(2 * hidden_dim, hidden_dim, 1, 2, dropout)
+        self.token_net = mlp(dim, width, width, max(depth - 1, 1), dropout)
+        self.head = mlp(2 * width, width, 1, 2, dropout)
 
     def forward(self, tokens: Tensor) -> Tensor:
         h = self.token_net(tokens)

@@ -25,12 +25,12 @@ class RFConvDecoder(nn.Module):
     """
 
     def __init__(self, dim: int, geometry: ConvGeometry, num_layers: int = 3,
-                 hidden_dim: int | None = None, in_dim: int | None = None) -> None:
+                 width: int | None = None, in_dim: int | None = None) -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         in_dim = in_dim or dim
-        hidden = hidden_dim or dim
+        hidden = width or dim
         k = geometry.kernel_size
         self.kernel_size = k
         self.skip = in_dim == dim
