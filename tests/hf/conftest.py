@@ -6,6 +6,7 @@ where transformers is missing or older than 4.49 (the LLaVA stage of CI pins 4.3
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,15 @@ def tiny_llava_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
             processor.save_pretrained(folder)
         dirs[name] = folder
     return dirs
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Run these small models on one thread: on a shared 2-core machine two OpenMP threads wait
+    on each other (several times slower); the previous setting is restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,7 +10,7 @@ import torch
 
 MIN_TRANSFORMERS = "4.49"
 KINDS = ["llava", "llava_next", "llava_onevision"]
-#: Tower grid side of each tiny model: CLIP 48 px / patch 2 = 24, SigLIP 55 px // 2 = 27.
+#: Tower grid side of each tiny model: CLIP 48 px / patch 2 = 24, SigLIP 223 px // 8 = 27.
 GRID = {"llava": 24, "llava_next": 24, "llava_onevision": 27}
 
 
@@ -25,9 +25,9 @@ IMAGE_TOKEN_ID, VIDEO_TOKEN_ID = 4, 5
 _WORDS = ["USER:", "ASSISTANT:", "describe", "the", "image", "video", "a", "photo", "and"]
 VOCAB = ["<pad>", "<unk>", "<s>", "</s>", "<image>", "<video>", *_WORDS,
          *(f"w{i}" for i in range(64 - 6 - len(_WORDS)))]
-#: Tile side (pixels) and patch size: CLIP towers give 24x24, SigLIP towers 55 // 2 = 27x27 (like
-#: SigLIP 384/14, the last pixel row is dropped).
-CLIP_SIZE, SIGLIP_SIZE, PATCH = 48, 55, 2
+#: Tile side (pixels) and patch size: CLIP towers 48 / 2 = 24x24; SigLIP towers 223 // 8 = 27x27
+#: (like SigLIP 384/14, the last pixels are dropped, and 27 -> 14 is expressible: 223 // 15 = 14).
+CLIP_SIZE, CLIP_PATCH, SIGLIP_SIZE, SIGLIP_PATCH = 48, 2, 223, 8
 
 
 def tokenizer() -> Any:
@@ -43,11 +43,17 @@ def tokenizer() -> Any:
 
 
 def vision_config(tower: str = "clip") -> dict[str, Any]:
-    common = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                  patch_size=PATCH)
+    common = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
     if tower == "clip":
-        return dict(model_type="clip_vision_model", image_size=CLIP_SIZE, **common)
-    return dict(model_type="siglip_vision_model", image_size=SIGLIP_SIZE, **common)
+        return dict(model_type="clip_vision_model", image_size=CLIP_SIZE, patch_size=CLIP_PATCH,
+                    **common)
+    return dict(model_type="siglip_vision_model", image_size=SIGLIP_SIZE, patch_size=SIGLIP_PATCH,
+                **common)
+
+
+def tile_side(kind: str) -> int:
+    """Pixels per tile side of the tiny ``kind`` model."""
+    return SIGLIP_SIZE if kind == "llava_onevision" else CLIP_SIZE
 
 
 TEXT_CONFIG = dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -56,7 +62,7 @@ TEXT_CONFIG = dict(model_type="llama", hidden_size=32, intermediate_size=64, num
 
 
 def pinpoints(kind: str) -> list[list[int]]:
-    """NeXT: up to 3 tiles of 48 px; OneVision: up to 4x4 tiles of 55 px (past anyres_max_9)."""
+    """NeXT: up to 3 tiles of 48 px; OneVision: up to 4x4 tiles of 223 px (past anyres_max_9)."""
     if kind == "llava_next":
         s = CLIP_SIZE
         return [[s, s], [s, 2 * s], [2 * s, s], [2 * s, 2 * s], [s, 3 * s], [3 * s, s]]
@@ -102,13 +108,13 @@ def processor(kind: str, tower: str | None = None, strategy: str | None = None) 
 
     tower = tower or ("siglip" if kind == "llava_onevision" else "clip")
     strategy = strategy or ("full" if tower == "siglip" else "default")
-    side = CLIP_SIZE if tower == "clip" else SIGLIP_SIZE
+    side, patch = (CLIP_SIZE, CLIP_PATCH) if tower == "clip" else (SIGLIP_SIZE, SIGLIP_PATCH)
     extra = int(tower == "clip")  # the CLS token
     tok = tokenizer()
     if kind == "llava":
         images = _image_processor("CLIPImageProcessor", size={"shortest_edge": side},
                                   crop_size={"height": side, "width": side})
-        return transformers.LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=PATCH,
+        return transformers.LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=patch,
                                            vision_feature_select_strategy=strategy,
                                            num_additional_image_tokens=extra)
     if kind == "llava_next":
@@ -116,17 +122,18 @@ def processor(kind: str, tower: str | None = None, strategy: str | None = None) 
                                   crop_size={"height": side, "width": side},
                                   image_grid_pinpoints=pinpoints(kind))
         return transformers.LlavaNextProcessor(image_processor=images, tokenizer=tok,
-                                               patch_size=PATCH,
+                                               patch_size=patch,
                                                vision_feature_select_strategy=strategy,
                                                num_additional_image_tokens=extra)
     images = _image_processor("LlavaOnevisionImageProcessor", size={"height": side, "width": side},
                               image_grid_pinpoints=pinpoints(kind))
-    grid = side // PATCH
+    grid = side // patch
     kwargs = dict(image_processor=images, tokenizer=tok, num_image_tokens=grid**2,
                   vision_feature_select_strategy=strategy)
     if has_video_processor():
         return transformers.LlavaOnevisionProcessor(
-            video_processor=transformers.LlavaOnevisionVideoProcessor(), **kwargs)
+            video_processor=transformers.LlavaOnevisionVideoProcessor(
+                size={"height": side, "width": side}), **kwargs)
     return _onevision_without_video()(video_processor=None, **kwargs)
 
 
