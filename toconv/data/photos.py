@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-#: Folder of the packaged photos, beside this package's modules.
-PHOTOS_DIR = Path(__file__).resolve().parents[1] / "photos"
+#: Folder of the packaged photos (their credits are in ``PHOTOS_DIR.parent / "README.md"``).
+PHOTOS_DIR = Path(__file__).resolve().parents[1] / "photos" / "images"
 
 
 def packaged_photos() -> Path:
@@ -17,6 +17,6 @@ def packaged_photos() -> Path:
     if not any(PHOTOS_DIR.glob("*.jpg")):
         raise FileNotFoundError(
             f"the packaged photos are not installed (expected JPEGs in {PHOTOS_DIR}); "
-            f"point data.imagenet_root=FOLDER at any folder of images"
+            f"pass a folder of images instead (data.imagenet_root=FOLDER, --images FOLDER)"
         )
     return PHOTOS_DIR
