@@ -14,21 +14,24 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_llava_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Stock tiny models saved to folders (model and processor): ``llava`` (CLIP, layer -2,
-    'default'), ``llava_full_layers`` (CLIP, layers [-2, -1], 'full') and ``llava_onevision``
-    (SigLIP, 'full'; the processor is saved only where transformers can save it)."""
+    """Stock tiny models saved to folders with their image processors: ``llava`` (CLIP, layer -2,
+    'default'), ``llava_full_layers`` (CLIP, layers [-2, -1], 'full'), ``llava_next`` and
+    ``llava_onevision`` (SigLIP, 'full'). The whole processor is saved where transformers can
+    (transformers 5 saves a OneVision processor only with torchvision)."""
     import hf_tiny
 
     hf_tiny.require_transformers()
     root = tmp_path_factory.mktemp("tiny-llava-hf")
     specs = {"llava": dict(kind="llava"),
              "llava_full_layers": dict(kind="llava", strategy="full", layer=[-2, -1]),
+             "llava_next": dict(kind="llava_next"),
              "llava_onevision": dict(kind="llava_onevision")}
     dirs = {}
     for name, spec in specs.items():
         folder = root / name
         hf_tiny.model(**spec).save_pretrained(folder)
         processor = hf_tiny.processor(spec["kind"], strategy=spec.get("strategy"))
+        processor.image_processor.save_pretrained(folder)
         if spec["kind"] != "llava_onevision" or hf_tiny.has_video_processor():
             processor.save_pretrained(folder)
         dirs[name] = folder
