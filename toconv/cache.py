@@ -1,9 +1,13 @@
 """``python -m toconv.cache``: precompute frozen-encoder tokens for the train and val splits.
 
-Example::
+Example (the packaged photos; any folder of images works)::
 
-    python -m toconv.cache --encoder dinov2-s336 --images ../shared/data/imagenet-sample-800 \\
+    python -m toconv.cache --encoder dinov2-s336 --images toconv/photos/images \\
         --out .cache/features/dinov2-s336
+
+The cache stores (N + 1) x C fp16 values per image: 443,136 bytes for dinov2-s336 (24x24x384),
+1,181,696 bytes for clip-l336 (24x24x1024). Its size is checked against the free disk space
+before anything is written.
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from toconv.data import ImageFolderDataset, build_feature_cache
-from toconv.encoders import build_encoder, list_encoders
+from toconv.training.extras import missing_package_message
+
+PROG = "python -m toconv.cache"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    from toconv.encoders import list_encoders
+
     parser = argparse.ArgumentParser(
-        prog="python -m toconv.cache",
+        prog=PROG,
         description="Encode an image folder once with a frozen encoder; write sharded fp16 tokens "
         "to OUT/<split> for training from the cache.",
     )
@@ -49,7 +56,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--val-fraction",
         type=float,
         default=0.2,
-        help="validation share of a plain folder (ignored for ImageNet layout)",
+        help="validation share of a plain folder, at least one image (ignored for ImageNet layout)",
+    )
+    parser.add_argument(
+        "--val-size",
+        type=int,
+        default=None,
+        help="validation images of a plain folder as a count (at most half); replaces --val-fraction",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and the subset")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -72,6 +85,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        from toconv.data import ImageFolderDataset, build_feature_cache
+        from toconv.encoders import build_encoder
+    except ImportError as err:  # PIL, tqdm: the train extra
+        raise SystemExit(missing_package_message(err, PROG)) from None
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -83,23 +101,29 @@ def main(argv: Sequence[str] | None = None) -> None:
                 val_fraction=args.val_fraction,
                 subset_size=args.subset_size,
                 seed=args.seed,
+                val_size=args.val_size,
             )
             for split in args.split
         }
-    except (ImportError, OSError, ValueError) as err:  # missing package, model or files; no hub
-        raise SystemExit(f"python -m toconv.cache: error: {err}") from err
+    except ImportError as err:  # the encoder's optional packages
+        raise SystemExit(missing_package_message(err, PROG)) from None
+    except (OSError, ValueError) as err:  # missing model or files; no hub
+        raise SystemExit(f"{PROG}: error: {err}") from None
     for split, dataset in datasets.items():
         started = time.perf_counter()
-        cache = build_feature_cache(
-            encoder,
-            dataset,
-            args.out / split,
-            batch_size=args.batch_size,
-            shard_size=args.shard_size,
-            num_workers=args.num_workers,
-            progress=not args.quiet,
-            overwrite=args.overwrite,
-        )
+        try:
+            cache = build_feature_cache(
+                encoder,
+                dataset,
+                args.out / split,
+                batch_size=args.batch_size,
+                shard_size=args.shard_size,
+                num_workers=args.num_workers,
+                progress=not args.quiet,
+                overwrite=args.overwrite,
+            )
+        except ValueError as err:  # no room on the disk (CacheTooLarge); no decodable image
+            raise SystemExit(f"{PROG}: error: {err}") from None
         meta = cache.meta
         print(
             f"{split}: {len(cache)} images ({len(meta['skipped'])} skipped) -> {args.out / split}\n"

@@ -8,7 +8,8 @@ Trains a compressor against a frozen vision encoder. Examples::
     accelerate launch -m toconv.train data.imagenet_root=/data/imagenet training.batch_size=64
 
 Exit status 2: a configuration error (unknown key, wrong type, invalid value); 1: the run could
-not be set up (missing folder, package or model).
+not be set up (missing folder, package or model; not enough disk for the feature cache). Every
+such error is one line on stderr, without a traceback.
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from omegaconf import OmegaConf
-
-from toconv.config import PRESETS, ConfigError, default_config, describe_recipes, load_config
+from toconv.training.extras import missing_package_message
 
 USAGE = __doc__.split("\n\n")[0].strip("`")
+PROG = "python -m toconv.train"
 
 
 def split_preset(argv: Sequence[str]) -> tuple[str | None, list[str]]:
     """Take ``preset=NAME`` or ``--preset NAME`` / ``--preset=NAME`` out of the arguments."""
+    from toconv.config import ConfigError
+
     preset, rest, args = None, [], list(argv)
     while args:
         arg = args.pop(0)
@@ -43,6 +45,20 @@ def split_preset(argv: Sequence[str]) -> tuple[str | None, list[str]]:
 def main(argv: Sequence[str] | None = None, progress: bool = True) -> dict:
     """Run training from command-line arguments; return the summary dict (empty off the main process)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        from omegaconf import OmegaConf
+
+        from toconv.config import (
+            PRESETS,
+            ConfigError,
+            default_config,
+            describe_recipes,
+            load_config,
+        )
+        from toconv.training.trainer import Trainer
+    except ImportError as err:  # the train extra is not installed
+        print(missing_package_message(err, PROG), file=sys.stderr)
+        raise SystemExit(1) from None
     if any(arg in ("-h", "--help") for arg in argv):
         print(f"usage: {USAGE}\n\npresets: {', '.join(sorted(PRESETS))}\n\n"
               f"recipes (toconv/recipes.py):\n{describe_recipes()}\n\n"
@@ -52,15 +68,16 @@ def main(argv: Sequence[str] | None = None, progress: bool = True) -> dict:
         preset, overrides = split_preset(argv)
         cfg = load_config(overrides, preset=preset)
     except ConfigError as err:
-        print(f"python -m toconv.train: configuration error: {err}", file=sys.stderr)
+        print(f"{PROG}: configuration error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from toconv.training.trainer import Trainer
-
     try:
         trainer = Trainer(cfg, progress=progress)
-    except (ImportError, OSError, ValueError) as err:  # missing package, files or model; bad data
-        print(f"python -m toconv.train: error: {err}", file=sys.stderr)
+    except ImportError as err:  # an optional package the chosen encoder or tracker needs
+        print(missing_package_message(err, PROG), file=sys.stderr)
+        raise SystemExit(1) from None
+    except (OSError, ValueError) as err:  # missing files or model; bad data; no room for the cache
+        print(f"{PROG}: error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     return trainer.fit()
 

@@ -8,11 +8,20 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf import __version__ as omegaconf_version
 from omegaconf.errors import OmegaConfBaseException
 
 from toconv.config.presets import PRESETS
 from toconv.config.schema import ALIASES, CHOICES, RECIPE_KEYS, TrainConfig
+from toconv.data.photos import packaged_photos
 from toconv.recipes import Recipe, get_recipe, list_recipes
+
+# ``${photos:}``: the photos shipped inside the package (the quickstart's image folder).
+# omegaconf 2.4 renamed register_new_resolver to register_resolver (2.3's register_resolver is
+# the old string-only API); LLaVA's environment has 2.3.
+_register = (OmegaConf.register_resolver if tuple(map(int, omegaconf_version.split(".")[:2])) >= (2, 4)
+             else OmegaConf.register_new_resolver)
+_register("photos", lambda: str(packaged_photos()), replace=True)
 
 
 class ConfigError(ValueError):
@@ -94,7 +103,8 @@ def validate(cfg: DictConfig) -> None:
     positive = ["training.batch_size", "training.n_critic", "training.eval_every_epochs",
                 "encoder.batch_size", "experiment.log_every_steps", "model.decoder.num_layers",
                 "model.critic.depth", "model.compressor.input_grid_size",
-                "model.compressor.output_grid_size", "model.compressor.pca_images", "data.subset_size"]
+                "model.compressor.output_grid_size", "model.compressor.pca_images", "data.subset_size",
+                "training.plot_every_epochs"]
     for key in positive:
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"{key}: expected an integer >= 1, got {OmegaConf.select(cfg, key)}")
@@ -111,6 +121,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"model.critic.dropout: expected a value in [0, 1), got {cfg.model.critic.dropout}")
     if not 0.0 < cfg.data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction: expected a value in (0, 1), got {cfg.data.val_fraction}")
+    if cfg.data.val_size is not None and cfg.data.val_size < 1:
+        raise ConfigError(f"data.val_size: expected null or an integer >= 1, got {cfg.data.val_size}")
     if cfg.data.imagenet_root is None:
         raise ConfigError("data.imagenet_root: expected a folder of images (ImageNet layout or plain), "
                           "got nothing; pass data.imagenet_root=PATH")
@@ -146,6 +158,13 @@ def load_config(overrides: Sequence[str] = (), preset: str | None = None) -> Dic
         cfg = apply_recipe(cfg, recipe or preset_recipe)
     cfg = apply_overrides(cfg, preset_items, source=f"preset {preset!r}")
     cfg = apply_overrides(cfg, overrides)
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as err:
+        cause: BaseException = err
+        while cause.__cause__ is not None or cause.__context__ is not None:
+            cause = cause.__cause__ or cause.__context__
+        raise ConfigError(f"{getattr(err, 'full_key', None) or 'interpolation'}: {cause}") from None
     validate(cfg)
     return cfg
 

@@ -70,12 +70,15 @@ class EncoderConfig:
 @dataclass
 class DataConfig:
     imagenet_root: str | None = None
-    """ImageNet-layout folder (train/, val/ with class subfolders) or a plain folder of images."""
+    """ImageNet-layout folder (train/, val/ with class subfolders) or a plain folder of images;
+    ``${photos:}`` is the 160 photos shipped in the package (``toconv/photos``)."""
     use_subset: bool = False
     subset_size: int = 1000
     """Images per split kept when ``use_subset`` (deterministic, seeded)."""
     val_fraction: float = 0.2
-    """Validation share of a plain folder (ImageNet layout uses its val/ folder)."""
+    """Validation share of a plain folder, at least one image (ImageNet layout uses its val/)."""
+    val_size: int | None = None
+    """Validation images of a plain folder as a count (at most half of it); replaces val_fraction."""
     split_seed: int = 0
     use_cache: bool = True
     """Train from the feature cache (built on first use); false: the encoder runs in the loop."""
@@ -168,6 +171,8 @@ class TrainingConfig:
     max_steps: int | None = _RECIPE.steps
     """Stop after this many compressor steps in total (counting resumed ones); null: all epochs."""
     eval_every_epochs: int = 1
+    plot_every_epochs: int = 5
+    """Write the heatmap and RF example PNGs every this many epochs, and at the end."""
     save_every_steps: int = 200
     """Also save the resumable training state every this many steps (0: only per epoch)."""
     resume: str | None = None

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,46 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 META_NAME = "meta.json"
 STORE_DTYPE = np.float16
+
+
+#: What the trainer's and the CLI's "does not fit" messages suggest.
+SPACE_ADVICE = ("encode fewer images (--subset-size N), write the cache to a larger disk (--out), "
+                "or train with the encoder in the loop (no cache)")
+
+
+class CacheTooLarge(ValueError):
+    """The feature cache would not fit in the free space of its disk."""
+
+
+def cache_bytes_per_image(encoder: FrozenEncoder) -> int:
+    """Stored bytes of one image: fp16 patch tokens plus the CLS token, ``(N + 1) * C * 2``."""
+    return (encoder.num_patches + 1) * encoder.hidden_dim * np.dtype(STORE_DTYPE).itemsize
+
+
+def _gib(size: float) -> str:
+    return f"{size / 2**30:,.2f} GiB" if size >= 2**28 else f"{size / 2**20:,.1f} MiB"
+
+
+def check_free_space(folder: str | Path, num_images: int, per_image: int,
+                     advice: str = SPACE_ADVICE) -> int:
+    """Estimated cache size ``num_images * per_image`` in bytes, checked against the free space.
+
+    Raises:
+        CacheTooLarge: the estimate exceeds 95% of the free space of ``folder``'s disk (the
+            message gives both sizes and ``advice``).
+    """
+    needed = num_images * per_image
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if needed > 0.95 * free:
+        raise CacheTooLarge(
+            f"the feature cache would need about {_gib(needed)} ({num_images:,} images x "
+            f"{per_image:,} bytes per image) in {folder}, but only {_gib(free)} are free there; "
+            f"{advice}"
+        )
+    return needed
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -132,6 +173,20 @@ class FeatureCache(Dataset):
     def bytes_per_image(self) -> int:
         """Stored bytes per image: fp16 patch tokens plus CLS token."""
         return self.meta["bytes_per_image"]
+
+    @property
+    def source_root(self) -> Path:
+        """The image folder the cache was built from."""
+        return Path(self.meta["key"]["source"]["root"])
+
+    @property
+    def files(self) -> list[str]:
+        """Source image of each cached row (path relative to :attr:`source_root`), in order."""
+        files: list[str] = []
+        for shard in self.meta["shards"]:
+            record = self.root / shard["tokens"].replace(".tokens.npy", ".json")
+            files += json.loads(record.read_text())["files"]
+        return files
 
     @property
     def skipped(self) -> list[SkippedFile]:
@@ -240,12 +295,15 @@ def build_feature_cache(
     num_workers: int = 0,
     progress: bool = True,
     overwrite: bool = False,
+    space_advice: str = SPACE_ADVICE,
 ) -> FeatureCache:
     """Encode every image of ``dataset`` once and store the tokens in ``out_dir``.
 
     A complete cache with the same key (encoder, geometry, source images) is reused as is;
     shards finished by an interrupted build with the same key are kept; anything else is rebuilt.
     Undecodable images are skipped, logged and listed in the meta. ``overwrite`` forces a rebuild.
+    Before writing, the size of what is left to encode is checked against the free disk space
+    (:func:`check_free_space`, which raises :class:`CacheTooLarge` naming ``space_advice``).
     """
     if batch_size < 1 or shard_size < 1:
         raise ValueError(
@@ -289,6 +347,15 @@ def build_feature_cache(
         logger.info("resuming %s: %d of %d shards already built", root, len(records), len(ranges))
 
     todo = [(k, start, stop) for k, start, stop in ranges if k not in records]
+    try:
+        needed = check_free_space(root, sum(stop - start for _, start, stop in todo),
+                                  cache_bytes_per_image(encoder), space_advice)
+    except CacheTooLarge:
+        if not any(root.iterdir()):
+            root.rmdir()
+        raise
+    logger.info("feature cache %s: writing about %s for %d images", root, _gib(needed),
+                sum(stop - start for _, start, stop in todo))
     batches = [
         (k, list(range(b, min(b + batch_size, stop))))
         for k, start, stop in todo
@@ -348,7 +415,7 @@ def build_feature_cache(
         "num_images": num_images,
         "num_tokens": num_tokens,
         "dtype": "float16",
-        "bytes_per_image": (num_tokens + 1) * encoder.hidden_dim * np.dtype(STORE_DTYPE).itemsize,
+        "bytes_per_image": cache_bytes_per_image(encoder),
         "disk_bytes": sum(p.stat().st_size for p in root.glob("shard_*.npy")),
         "encoder_compute_dtype": str(encoder.dtype).removeprefix("torch."),
         "build_seconds": round(time.perf_counter() - started, 2),

@@ -52,12 +52,28 @@ def load_rgb(path: Path) -> Image.Image | SkippedFile:
         return SkippedFile(str(path), f"cannot decode image: {type(err).__name__}: {err}")
 
 
+def num_val_images(num_files: int, val_fraction: float, val_size: int | None = None) -> int:
+    """Validation images of a plain folder of ``num_files`` images.
+
+    ``val_size`` (a count) wins, capped at half the folder; otherwise ``round(num_files *
+    val_fraction)``, raised to one image while ``val_fraction > 0`` and capped at
+    ``num_files - 1``, so a small folder still gets both splits when it has two images.
+    """
+    if val_size is not None:
+        return min(val_size, num_files // 2)
+    if val_fraction <= 0.0 or num_files < 2:
+        return 0
+    return min(max(1, round(num_files * val_fraction)), num_files - 1)
+
+
 class ImageFolderDataset(Dataset):
     """Images under ``root``, one split, optionally a deterministic subset.
 
     Layouts: ImageNet style (``root/train/<class>/*`` and ``root/val/<class>/*``; the split's own
     folder is used) or a plain folder searched recursively, split by a seeded permutation into
-    ``round(n * val_fraction)`` validation images and the rest for training.
+    validation images and the rest for training: ``val_size`` images when it is given (at most
+    half of the folder), else ``round(n * val_fraction)`` but at least one while ``val_fraction``
+    is positive (and at most ``n - 1``); see :func:`num_val_images`.
     ``subset_size`` keeps a seeded random subset of the split. Files are sorted by relative path.
 
     ``ds[i]`` is an RGB ``PIL.Image`` or, when decoding fails, a :class:`SkippedFile` (dropped by
@@ -73,11 +89,14 @@ class ImageFolderDataset(Dataset):
         val_fraction: float = 0.2,
         subset_size: int | None = None,
         seed: int = 0,
+        val_size: int | None = None,
     ) -> None:
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if val_size is not None and val_size < 1:
+            raise ValueError(f"val_size must be a positive int or None, got {val_size}")
         if subset_size is not None and subset_size < 1:
             raise ValueError(f"subset_size must be a positive int or None, got {subset_size}")
         self.root = Path(root)
@@ -87,6 +106,8 @@ class ImageFolderDataset(Dataset):
             )
         self.split = split
         self.val_fraction = val_fraction
+        self.val_size = val_size
+        self.num_found = 0
         self.subset_size = subset_size
         self.seed = seed
         self.layout = (
@@ -101,8 +122,11 @@ class ImageFolderDataset(Dataset):
                     f"folder beside the other split, found none"
                 )
             files = self._scan(split_root)
+            self.num_found = len(files)
         else:
-            files = self._split(self._scan(self.root))
+            found = self._scan(self.root)
+            self.num_found = len(found)
+            files = self._split(found)
         if subset_size is not None and subset_size < len(files):
             files = sorted(random.Random(f"subset-{seed}").sample(files, subset_size))
         elif subset_size is not None:
@@ -125,9 +149,12 @@ class ImageFolderDataset(Dataset):
         return sorted(found)
 
     def _split(self, files: list[str]) -> list[str]:
-        """Seeded permutation: the first ``round(n * val_fraction)`` files are validation."""
+        """Seeded permutation: the first :func:`num_val_images` files are validation."""
         order = random.Random(f"split-{self.seed}").sample(files, len(files))
-        num_val = round(len(files) * self.val_fraction)
+        num_val = num_val_images(len(files), self.val_fraction, self.val_size)
+        if self.val_size is not None and num_val < self.val_size and self.split == "val":
+            logger.warning("val_size=%d but %s holds %d images: validating on %d (half of them)",
+                           self.val_size, self.root, len(files), num_val)
         return sorted(order[:num_val] if self.split == "val" else order[num_val:])
 
     def record_skipped(self, skipped: list[SkippedFile]) -> None:
@@ -150,7 +177,7 @@ class ImageFolderDataset(Dataset):
     def describe(self) -> dict[str, Any]:
         """Identity of this dataset for cache metadata: root, layout, split, sizes, files digest."""
         digest = hashlib.sha256("\n".join(self.files).encode()).hexdigest()[:16]
-        return {
+        described = {
             "root": str(self.root.resolve()),
             "layout": self.layout,
             "split": self.split,
@@ -160,6 +187,9 @@ class ImageFolderDataset(Dataset):
             "num_files": len(self.files),
             "files_sha256": digest,
         }
+        if self.val_size is not None and self.layout == "folder":
+            described["val_size"] = self.val_size
+        return described
 
     def __len__(self) -> int:
         return len(self.files)

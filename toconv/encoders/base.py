@@ -31,6 +31,17 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
     return _DTYPES[dtype]
 
 
+def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
+    """Bicubic resize of the shorter side to ``size``, then a centred ``size``×``size`` crop (what
+    the encoders and CLIP's image processor feed the model; also the photo shown in plots)."""
+    width, height = image.size
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    image = image.convert("RGB").resize((new_w, new_h), Image.BICUBIC)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
 @dataclass
 class EncoderOutput:
     """Encoder tokens: ``patch_tokens`` (B, N, C), grid row-major, and ``cls_token`` (B, C)."""

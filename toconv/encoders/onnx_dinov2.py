@@ -16,7 +16,7 @@ from einops import rearrange
 from PIL import Image
 from torch import Tensor
 
-from toconv.encoders.base import EncoderOutput, FrozenEncoder, resolve_dtype
+from toconv.encoders.base import EncoderOutput, FrozenEncoder, resize_center_crop, resolve_dtype
 
 BACKBONE_OUTPUT = "/backbone/layernorm/Add_1_output_0"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -58,16 +58,6 @@ def backbone_model_bytes(path: Path) -> bytes:
         onnx.helper.make_tensor_value_info(BACKBONE_OUTPUT, onnx.TensorProto.FLOAT, None)
     )
     return model.SerializeToString()
-
-
-def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
-    """Bicubic resize of the shorter side to ``size``, then a centered ``size``×``size`` crop."""
-    width, height = image.size
-    scale = size / min(width, height)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    image = image.convert("RGB").resize((new_w, new_h), Image.BICUBIC)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    return image.crop((left, top, left + size, top + size))
 
 
 class ONNXDinoV2Encoder(FrozenEncoder):

@@ -117,6 +117,19 @@ def has_training_state(run_dir: Path) -> bool:
     return (run_dir / STATE_DIR / POINTER).is_file()
 
 
+def finished_summary(run_dir: Path, epochs: int, max_steps: int | None) -> dict[str, Any] | None:
+    """The run's ``summary.json`` if the run is finished for this target, else ``None``.
+
+    Finished: a summary was written and the saved state reached ``epochs`` (or ``max_steps``).
+    """
+    summary = run_dir / "summary.json"
+    if not (summary.is_file() and has_training_state(run_dir)):
+        return None
+    pointer = json.loads((run_dir / STATE_DIR / POINTER).read_text())
+    done = pointer["epoch"] >= epochs or (max_steps is not None and pointer["step"] >= max_steps)
+    return json.loads(summary.read_text()) if done else None
+
+
 def load_training_state(run_dir: Path, modules: dict[str, nn.Module]) -> dict[str, Any]:
     """Load the weights of ``state/latest.json``'s folder into ``modules``; return ``trainer.pt``.
 

@@ -22,6 +22,8 @@ from toconv.data import (
     ImageFolderDataset,
     SkippedFile,
     build_feature_cache,
+    cache_bytes_per_image,
+    check_free_space,
     collate_images,
 )
 from toconv.encoders import FrozenEncoder
@@ -34,6 +36,18 @@ class CachedTokens:
 
     def __init__(self, cache: FeatureCache, num_workers: int = 0) -> None:
         self.cache, self.num_workers = cache, num_workers
+        self._files: list[str] | None = None
+
+    @property
+    def image_size(self) -> int:
+        """Side of the encoder's square input, in pixels."""
+        return self.cache.meta["key"]["image_size"]
+
+    def image_path(self, index: int) -> Path:
+        """The source image of cached row ``index``."""
+        if self._files is None:
+            self._files = self.cache.files
+        return self.cache.source_root / self._files[index]
 
     def __len__(self) -> int:
         return len(self.cache)
@@ -59,6 +73,15 @@ class EncodedImages:
 
     def __init__(self, dataset: ImageFolderDataset, encoder: FrozenEncoder, num_workers: int = 0) -> None:
         self.dataset, self.encoder, self.num_workers = dataset, encoder, num_workers
+
+    @property
+    def image_size(self) -> int:
+        """Side of the encoder's square input, in pixels."""
+        return self.encoder.image_size
+
+    def image_path(self, index: int) -> Path:
+        """The image file of dataset item ``index``."""
+        return self.dataset.paths[index]
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -114,19 +137,39 @@ def _complete_cache(folder: Path, encoder_name: str, dataset: ImageFolderDataset
     return cache
 
 
+#: What the trainer suggests when the feature cache does not fit on its disk.
+TRAIN_SPACE_ADVICE = ("train on fewer images (data.use_subset=true data.subset_size=N), put the "
+                      "cache on a larger disk (data.cache_root=DIR), or run the encoder in the loop "
+                      "(data.use_cache=false)")
+
+
 def open_or_build_caches(cache_dir: Path, encoder_name: str, datasets: dict[str, ImageFolderDataset],
                          encoder: Callable[[], FrozenEncoder], batch_size: int, num_workers: int,
                          progress: bool) -> dict[str, FeatureCache]:
     """Feature caches ``cache_dir/<split>``, built first where missing (the encoder is only
-    created, by calling ``encoder()``, when a split has to be built)."""
+    created, by calling ``encoder()``, when a split has to be built).
+
+    Before anything is written, the size of every split to build is estimated together and
+    checked against the free disk space (:class:`~toconv.data.CacheTooLarge` otherwise).
+    """
+    found = {split: _complete_cache(cache_dir / split, encoder_name, dataset)
+             for split, dataset in datasets.items()}
+    todo = [split for split, cache in found.items() if cache is None]
+    if todo:
+        per_image = cache_bytes_per_image(encoder())
+        count = sum(len(datasets[split]) for split in todo)
+        needed = check_free_space(cache_dir, count, per_image, TRAIN_SPACE_ADVICE)
+        logger.info("feature cache %s: about %.1f MiB to write (%d images x %d bytes)", cache_dir,
+                    needed / 2**20, count, per_image)
     caches = {}
     for split, dataset in datasets.items():
         folder = cache_dir / split
-        cache = _complete_cache(folder, encoder_name, dataset)
+        cache = found[split]
         if cache is None:
             logger.info("building the %s feature cache in %s (%d images)", split, folder, len(dataset))
             cache = build_feature_cache(encoder(), dataset, folder, batch_size=batch_size,
-                                        num_workers=num_workers, progress=progress)
+                                        num_workers=num_workers, progress=progress,
+                                        space_advice=TRAIN_SPACE_ADVICE)
         else:
             logger.info("using the %s feature cache in %s", split, folder)
         caches[split] = cache

@@ -8,14 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import Tensor
 
 from toconv.data import EpochBatches
+from toconv.encoders.base import resize_center_crop
 from toconv.metrics import RFStats, rf_cosines
 from toconv.objective import CompressorObjective, reconstruction_loss
 from toconv.training.data import TokenSource
-from toconv.viz import plot_rf_heatmap
-from toconv.viz.rf_examples import plot_rf_example
+from toconv.viz import RFExample, plot_rf_examples, plot_rf_heatmap
 
 
 @dataclass
@@ -73,29 +74,41 @@ def evaluate(objective: CompressorObjective, source: TokenSource, batch_size: in
     return Evaluation(metrics, stats, per_image_rf)
 
 
+def followed_rfs(output_grid_size: int) -> list[int]:
+    """The RFs the example figures follow across evaluations: the top-left corner (clipped by the
+    padding where there is one), the middle of the top edge and the centre."""
+    middle = output_grid_size // 2
+    return [0, middle, middle * output_grid_size + middle]
+
+
 @torch.no_grad()
 def plot_evaluation(objective: CompressorObjective, source: TokenSource, evaluation: Evaluation,
-                    folder: Path, epoch: int, device: torch.device) -> dict[str, Path]:
-    """``rf_heatmap_epoch_N.png`` and ``rf_{best,worst,median}_epoch_N_idx_X.png`` in ``folder``.
+                    folder: Path, label: str, device: torch.device, image: int = 0) -> dict[str, Path]:
+    """``rf_heatmap_epoch_<label>.png`` and ``rf_examples_epoch_<label>.png`` in ``folder``.
 
-    Each RF example shows the validation image whose cosine at that RF is closest to the RF's
-    mean over the split (a typical case, not an outlier).
+    The example figure shows the same RFs (:func:`followed_rfs`) of the same validation image
+    (index ``image``) at every evaluation, with its photo and file name, so figures of successive
+    epochs compare directly.
     """
     stats, per_image = evaluation.stats, evaluation.per_image
-    paths = {"heatmap": plot_rf_heatmap(stats, folder / f"rf_heatmap_epoch_{epoch}.png",
-                                        title=f"RF reconstruction cosine, epoch {epoch} (validation)")}
+    paths = {"heatmap": plot_rf_heatmap(stats, folder / f"rf_heatmap_epoch_{label}.png",
+                                        title=f"RF reconstruction cosine, epoch {label} (validation)")}
     per_rf = per_image.mean(0)
-    order = per_rf.argsort()
-    picks = {"best": int(order[-1]), "worst": int(order[0]), "median": int(order[(len(order) - 1) // 2])}
     was_training = objective.training
     objective.eval()
-    for label, m in picks.items():
-        image = int((per_image[:, m] - per_rf[m]).abs().argmin())
-        tokens = source.tokens([image]).to(device)
-        pred, _ = objective.reconstruct(tokens)
-        title = (f"{label} RF of epoch {epoch}: RF {m}, validation mean cosine {per_rf[m]:.3f} "
-                 f"(shown: validation image {image}, cosine {per_image[image, m]:.3f})")
-        paths[label] = plot_rf_example(tokens[0].float().cpu(), pred[0, m].float().cpu(), objective.rf,
-                                       m, folder / f"rf_{label}_epoch_{epoch}_idx_{m}.png", title=title)
+    tokens = source.tokens([image]).to(device)
+    pred, _ = objective.reconstruct(tokens)
     objective.train(was_training)
+    examples = [RFExample(m, pred[0, m].float().cpu(), float(per_image[image, m]), float(per_rf[m]))
+                for m in followed_rfs(objective.rf.conv.output_grid_size)]
+    path = source.image_path(image)
+    photo = None
+    if path is not None and path.is_file():
+        with Image.open(path) as opened:
+            photo = resize_center_crop(opened, source.image_size)
+    name = path.name if path is not None else f"validation image {image}"
+    paths["rf_examples"] = plot_rf_examples(
+        tokens[0].float().cpu(), examples, objective.rf, folder / f"rf_examples_epoch_{label}.png",
+        photo=photo, photo_name=name,
+        title=f"RFs followed across epochs: epoch {label}, validation image {image} ({name})")
     return paths

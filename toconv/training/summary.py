@@ -11,6 +11,8 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, value) rows of the terminal table from a :func:`write_summary`-style dict."""
     val, data, run = summary["validation"], summary["data"], summary["run"]
     buckets = ", ".join(f"{k} {v}" for k, v in val["buckets"].items())
+    samples = run["train_samples_per_second"]
+    speed = f"{samples:.1f} samples/s" if samples else "no training step in this call"
     rows = [
         ("run folder", run["folder"]),
         ("encoder", f"{run['encoder']} ({run['grid']} tokens of width {run['hidden_dim']})"),
@@ -19,7 +21,7 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ("skipped files", str(data["skipped_files"])),
         ("cache per image", data["cache"]),
         ("steps / epochs", f"{run['steps']} / {run['epochs_completed']}"),
-        ("wall time", f"{run['wall_seconds']:.1f} s ({run['train_samples_per_second']:.1f} samples/s)"),
+        ("wall time", f"{run['wall_seconds']:.1f} s ({speed})"),
         ("val reconstruction cosine", f"{val['cosine']:.4f}"),
         ("val RF cosine (mean of RFs)", f"{val['rf_cosine_mean']:.4f}"),
         ("val MSE", f"{val['mse']:.4f}"),

@@ -18,6 +18,11 @@ def require_wandb() -> Any:
     return wandb
 
 
+def require_tensorboard() -> None:
+    """Fail early, with the package's name, when TensorBoard is not installed."""
+    import tensorboard  # noqa: F401  (torch's SummaryWriter needs it)
+
+
 class Tracker:
     """Scalars, histograms and images to ``run_dir/tensorboard`` and, optionally, W&B."""
 

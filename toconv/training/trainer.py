@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from toconv.training.data import (
 )
 from toconv.training.evaluation import Evaluation, evaluate, plot_evaluation
 from toconv.training.summary import format_table, summary_rows, write_summary
-from toconv.training.tracking import Tracker, require_wandb
+from toconv.training.tracking import Tracker, require_tensorboard, require_wandb
 
 logger = logging.getLogger(__name__)
 _MIXED_PRECISION = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}
@@ -58,13 +59,21 @@ def make_accelerator(hardware: DictConfig) -> Accelerator:
 
 class Trainer:
     """Sets up a run from a validated config (run folder, data, models, optimizers, resume);
-    :meth:`fit` trains, evaluates, checkpoints and writes the summary."""
+    :meth:`fit` trains, evaluates, checkpoints and writes the summary.
+
+    With ``training.resume=auto`` on a run that already finished (its summary is written and its
+    state reached ``training.epochs`` or ``training.max_steps``), nothing is set up or touched:
+    :meth:`fit` reports it and returns its summary. A setup that fails removes the run folder it
+    created, unless a training state was saved there.
+    """
 
     def __init__(self, cfg: DictConfig, progress: bool = True) -> None:
         self.cfg, self.started = cfg, time.perf_counter()
         t = cfg.training
+        self.tracker: Tracker | None = None
         if cfg.experiment.use_wandb:
             require_wandb()
+        require_tensorboard()
         self.accelerator = make_accelerator(cfg.hardware)
         self.device = self.accelerator.device
         if self.device.type == "cuda" and self.device.index is None:
@@ -76,17 +85,23 @@ class Trainer:
         if checkpoint.has_training_state(self.run_dir) and not resuming:
             raise ValueError(f"run folder {self.run_dir} already holds a training state: continue it "
                              f"with training.resume=auto or choose another experiment.name")
+        self.finished = (checkpoint.finished_summary(self.run_dir, t.epochs, t.max_steps)
+                         if resuming else None)
+        if self.finished is not None:
+            return
+        created = not self.run_dir.exists()
         self.log_file = self._start_log()
         try:
             self._setup(resuming)
         except BaseException:
             self.close()
+            if self.is_main and created and not checkpoint.has_training_state(self.run_dir):
+                shutil.rmtree(self.run_dir, ignore_errors=True)
             raise
 
     def _setup(self, resuming: bool) -> None:
         """Data, models, optimizers, resumed state and trackers (the log is already open)."""
         cfg, t = self.cfg, self.cfg.training
-        self.tracker: Tracker | None = None
         logger.info("run folder %s (%s)", self.run_dir, "resuming" if resuming else "new run")
         self._encoder: FrozenEncoder | None = None
         self.train_source, self.val_source = self._sources()
@@ -118,7 +133,8 @@ class Trainer:
                                 cfg.experiment.wandb_entity, resume=resuming)
                         if self.is_main else None)
         self.last_evaluation: Evaluation | None = None
-        self.last_eval_step = -1
+        self.last_eval_step = self.last_plot_step = -1
+        self.last_eval_label = ""
         self.eval_seconds = 0.0
         self.visualizations: dict[str, Path] = {}
 
@@ -172,12 +188,12 @@ class Trainer:
         d = self.cfg.data
         subset = d.subset_size if d.use_subset else None
         datasets = {split: ImageFolderDataset(d.imagenet_root, split=split, val_fraction=d.val_fraction,
-                                              subset_size=subset, seed=d.split_seed)
+                                              subset_size=subset, seed=d.split_seed,
+                                              val_size=d.val_size)
                     for split in ("train", "val")}
-        for split, dataset in datasets.items():
+        for dataset in datasets.values():
             if len(dataset) == 0:
-                raise ValueError(f"data.imagenet_root: expected images for the {split} split under "
-                                 f"{d.imagenet_root}, found none")
+                raise ValueError(empty_split_message(dataset))
         if not d.use_cache:
             logger.info("no feature cache: the encoder runs in the loop")
             return (EncodedImages(datasets["train"], self.encoder(), d.num_workers),
@@ -260,6 +276,8 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train to ``training.epochs`` (or ``training.max_steps``); return the summary dict."""
+        if self.finished is not None:
+            return self._report_finished()
         t = self.cfg.training
         steps_per_epoch = len(self._sampler(0))
         total = t.epochs * steps_per_epoch if t.max_steps is None else min(t.max_steps, t.epochs * steps_per_epoch)
@@ -293,14 +311,20 @@ class Trainer:
         train_seconds = time.perf_counter() - train_started - self.eval_seconds
         if self.last_eval_step != self.step:
             self._evaluate(label="final")
-        return self._finish(trained_samples / max(train_seconds, 1e-9))
+        if self.last_plot_step != self.step:
+            self._plot()
+        speed = trained_samples / max(train_seconds, 1e-9) if trained_samples else None
+        return self._finish(speed)
 
     def _end_epoch(self) -> None:
         self.epoch += 1
         self.batch_in_epoch = 0
-        last = self.epoch == self.cfg.training.epochs
-        if self.epoch % self.cfg.training.eval_every_epochs == 0 or last:
+        t = self.cfg.training
+        last = self.epoch == t.epochs or (t.max_steps is not None and self.step >= t.max_steps)
+        if self.epoch % t.eval_every_epochs == 0 or last:
             self._evaluate(label=str(self.epoch))
+            if self.epoch % t.plot_every_epochs == 0 or last:
+                self._plot()
         if self.is_main:
             checkpoint.save_compressor(self.objective.compressor,
                                        self.run_dir / f"checkpoint_epoch_{self.epoch}.safetensors",
@@ -308,18 +332,14 @@ class Trainer:
         self.save_state()
 
     def _evaluate(self, label: str) -> None:
-        """Validation metrics, logs, plots, and the ``best`` checkpoint (main process)."""
+        """Validation metrics, logs and the ``best`` checkpoint (main process)."""
         if not self.is_main:
             return
         started = time.perf_counter()
         result = evaluate(self.objective, self.val_source, self.cfg.training.batch_size, self.device,
                           self.accelerator.autocast, seed=self.cfg.training.seed)
-        folder = self.run_dir / "visualizations"
-        self.visualizations = plot_evaluation(self.objective, self.val_source, result, folder, label,
-                                              self.device)
         self.tracker.scalars(result.metrics, self.step)
         self.tracker.histogram("val/rf_cosine_distribution", result.per_image.flatten().numpy(), self.step)
-        self.tracker.image("val/rf_heatmap", self.visualizations["heatmap"], self.step)
         loss = result.metrics["val/reconstruction_loss"]
         logger.info("evaluation %s (step %d): val reconstruction cosine %.4f, RF cosine %.4f, "
                     "Wasserstein %.4f, buckets %s", label, self.step, result.metrics["val/cosine"],
@@ -328,11 +348,33 @@ class Trainer:
             self.best_loss, self.best_epoch = loss, label
             checkpoint.save_compressor(self.objective.compressor, self.run_dir / "best.safetensors",
                                        self._metadata())
-        self.last_evaluation, self.last_eval_step = result, self.step
+        self.last_evaluation, self.last_eval_step, self.last_eval_label = result, self.step, label
+        self.eval_seconds += time.perf_counter() - started
+
+    def _plot(self) -> None:
+        """The heatmap and RF example PNGs of the last evaluation (main process)."""
+        if not self.is_main:
+            return
+        started = time.perf_counter()
+        self.visualizations = plot_evaluation(self.objective, self.val_source, self.last_evaluation,
+                                              self.run_dir / "visualizations", self.last_eval_label,
+                                              self.device)
+        self.tracker.image("val/rf_heatmap", self.visualizations["heatmap"], self.step)
+        self.last_plot_step = self.step
         self.eval_seconds += time.perf_counter() - started
 
     # ----------------------------------------------------------------------------- summary
-    def _finish(self, samples_per_second: float) -> dict[str, Any]:
+    def _report_finished(self) -> dict[str, Any]:
+        """Say that the run is already finished, print its summary; change nothing."""
+        if self.is_main:
+            run = self.finished["run"]
+            print(f"run folder {self.run_dir} is already finished (step {run['steps']}, epoch "
+                  f"{run['epochs_completed']}); left as it is. Train further with a larger "
+                  f"training.epochs or training.max_steps and training.resume=auto.", flush=True)
+            print(format_table(summary_rows(self.finished)), flush=True)
+        return self.finished if self.is_main else {}
+
+    def _finish(self, samples_per_second: float | None) -> dict[str, Any]:
         """Write ``summary.json``, print the table, close the logs; return the summary."""
         self.accelerator.wait_for_everyone()
         if not self.is_main:
@@ -371,9 +413,21 @@ class Trainer:
         return summary
 
     def close(self) -> None:
-        if self.tracker is not None:
+        if getattr(self, "tracker", None) is not None:
             self.tracker.close()
         handler = getattr(self, "_log_handler", None)
         if handler is not None:
             logging.getLogger("toconv").removeHandler(handler)
             handler.close()
+
+
+def empty_split_message(dataset: ImageFolderDataset) -> str:
+    """Why a split of ``data.imagenet_root`` has no images, and which key to change."""
+    root = dataset.root
+    if dataset.num_found == 0:
+        where = root / dataset.split if dataset.layout == "imagenet" else root
+        return (f"data.imagenet_root: expected images under {where}, found none "
+                f"({len(dataset.skipped)} other files skipped)")
+    return (f"data.imagenet_root: {root} holds {dataset.num_found} image(s), too few for a "
+            f"{dataset.split} split: a plain folder needs at least 2 (the validation share is "
+            f"data.val_fraction={dataset.val_fraction} or data.val_size={dataset.val_size})")

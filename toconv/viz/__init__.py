@@ -1,6 +1,6 @@
 """Plots a person can look at."""
 
 from toconv.viz.heatmap import plot_rf_heatmap
-from toconv.viz.rf_examples import plot_rf_example
+from toconv.viz.rf_examples import RFExample, plot_rf_examples
 
-__all__ = ["plot_rf_example", "plot_rf_heatmap"]
+__all__ = ["RFExample", "plot_rf_examples", "plot_rf_heatmap"]
