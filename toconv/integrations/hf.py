@@ -120,14 +120,15 @@ class CompressedProjector(nn.Module):
         return self.projector(tokens)
 
 
-def compress_llava(model: nn.Module, compressor: TokenCompressor, processor: Any = None,
-                   freeze: bool = True) -> nn.Module:
+def compress_llava(model: nn.Module, compressor: TokenCompressor | str | Path,
+                   processor: Any = None, freeze: bool = True) -> nn.Module:
     """Compress the image tokens of a LLaVA / LLaVA-NeXT / LLaVA-OneVision model in place.
 
-    ``compressor`` maps the tower's grid (``image_size // patch_size``) of width
-    vision width × len(``vision_feature_layer``) to a smaller grid; it keeps its dtype and moves to
-    the projector's device. ``processor`` (if given) is changed in place to count the compressed
-    tokens. ``freeze`` sets ``requires_grad=False`` on the compressor. Returns ``model``.
+    ``compressor`` (or the path of a toconv checkpoint) maps the tower's grid (``image_size //
+    patch_size``) of width vision width × len(``vision_feature_layer``) to a smaller grid; it keeps
+    its dtype and moves to the projector's device. ``processor`` (if given) is changed in place to
+    count the compressed tokens. ``freeze`` sets ``requires_grad=False`` on the compressor.
+    Returns ``model``.
 
     Raises ``ValueError`` for a grid or width mismatch, a compressed side that ``image_size //
     patch_size`` cannot express, a model that is already compressed, or a processor that fits
@@ -140,6 +141,8 @@ def compress_llava(model: nn.Module, compressor: TokenCompressor, processor: Any
         raise ValueError(f"{type(model).__name__} is already compressed by {current.compressor!r}; "
                          f"compressing it again with {compressor!r} would compress twice: call "
                          f"remove_compression(model) first")
+    if not isinstance(compressor, TokenCompressor):  # a checkpoint: checked below like any other
+        compressor = TokenCompressor.from_pretrained(compressor)
     _check_compressor(compressor, layout, type(model).__name__)
     n_out = compressor.geometry.output_grid_size
     sides = [layout.image_size] + (_processor_sides(processor) if processor is not None else [])
