@@ -127,7 +127,8 @@ def compress_llava(model: nn.Module, compressor: TokenCompressor | str | Path,
     ``compressor`` (or the path of a toconv checkpoint) maps the tower's grid (``image_size //
     patch_size``) of width vision width × len(``vision_feature_layer``) to a smaller grid; it keeps
     its dtype and moves to the projector's device. ``processor`` (if given) is changed in place to
-    count the compressed tokens. ``freeze`` sets ``requires_grad=False`` on the compressor.
+    count the compressed tokens (one that already counts them, as loaded from a saved compressed
+    folder, is left as it is). ``freeze`` sets ``requires_grad=False`` on the compressor.
     Returns ``model``.
 
     Raises ``ValueError`` for a grid or width mismatch, a compressed side that ``image_size //
