@@ -291,7 +291,8 @@ def _check_compressor(compressor: TokenCompressor, layout: LlavaLayout, model_na
 def _compressed_patch_size(sides: list[int], n_out: int, layout: LlavaLayout) -> int:
     """The patch size p with ``side // p == n_out`` for every image side the model and processor
     divide by the patch size; ``ValueError`` when none exists."""
-    patch = max(min(sides) // n_out, 1)
+    sides = sorted(set(sides))
+    patch = max(sides[0] // n_out, 1)
     if any(side // patch != n_out for side in sides):
         got = ", ".join(f"{side} // {patch} = {side // patch}" for side in sides)
         raise ValueError(f"a {n_out}x{n_out} output grid cannot be expressed by the patch "
