@@ -195,3 +195,36 @@ def test_cli_reports_a_missing_folder_in_one_line(tiny_clip_path, tmp_path):
                 str(tmp_path / "out"),
             ]
         )
+
+
+def test_files_name_the_source_image_of_every_row(encoder, image_dir, tmp_path):
+    ds = ImageFolderDataset(image_dir, "train", val_fraction=0.0)
+    cache = build_feature_cache(encoder, ds, tmp_path / "c", shard_size=4, progress=False)
+    assert cache.files == [f for f in ds.files if f != "broken.jpg"]
+    assert cache.source_root == image_dir.resolve()
+    assert all((cache.source_root / f).is_file() for f in cache.files)
+
+
+def test_a_cache_larger_than_the_free_space_is_refused(encoder, image_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from toconv.data import CacheTooLarge, check_free_space, feature_cache
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(feature_cache.shutil, "disk_usage", lambda _: usage._replace(free=10**5))
+    ds = ImageFolderDataset(image_dir, "train", val_fraction=0.0)
+    with pytest.raises(CacheTooLarge, match=r"7 images x 36,928 bytes per image\) in .*--subset-size"):
+        build_feature_cache(encoder, ds, tmp_path / "deep" / "c", progress=False)
+    assert not (tmp_path / "deep" / "c").exists()
+    assert check_free_space(tmp_path / "nowhere" / "yet", 2, 36_928) == 73_856  # fits
+    with pytest.raises(SystemExit, match="python -m toconv.cache: error: the feature cache would"):
+        cache_main(["--encoder", str(encoder.name), "--images", str(image_dir),
+                    "--out", str(tmp_path / "cli"), "--quiet"])
+
+
+def test_cli_val_size_is_a_count(tiny_clip_path, image_dir, tmp_path):
+    out = tmp_path / "features"
+    cache_main(["--encoder", str(tiny_clip_path), "--images", str(image_dir), "--out", str(out),
+                "--val-size", "2", "--quiet"])
+    val = FeatureCache(out / "val")
+    assert val.meta["key"]["source"]["val_size"] == 2 and val.meta["key"]["source"]["num_files"] == 2

@@ -131,6 +131,37 @@ def test_every_preset_override_is_valid():
         load_config([], preset=name)
 
 
+def test_quickstart_uses_the_packaged_photos_128_plus_32():
+    from toconv.data import packaged_photos
+
+    cfg = load_config([], preset="quickstart")
+    assert cfg.data.imagenet_root == str(packaged_photos())
+    assert (cfg.data.subset_size, cfg.data.val_size, cfg.training.plot_every_epochs) == (128, 32, 4)
+    other = load_config(["data.imagenet_root=my/photos"], preset="quickstart")
+    assert other.data.imagenet_root == "my/photos"
+
+
+def test_missing_packaged_photos_say_what_to_pass(monkeypatch, tmp_path):
+    from toconv.data import photos
+
+    monkeypatch.setattr(photos, "PHOTOS_DIR", tmp_path / "not-installed")
+    with pytest.raises(ConfigError) as info:
+        load_config([], preset="quickstart")
+    message = str(info.value)
+    assert message.startswith("data.imagenet_root: the packaged photos are not installed")
+    assert "data.imagenet_root=FOLDER" in message and "\n" not in message
+    load_config([f"data.imagenet_root={tmp_path}"], preset="quickstart")
+
+
+@pytest.mark.parametrize(("override", "fragment"), [
+    ("data.val_size=0", "data.val_size: expected null or an integer >= 1, got 0"),
+    ("training.plot_every_epochs=0", "training.plot_every_epochs: expected an integer >= 1"),
+])
+def test_new_keys_are_checked(override, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load_config(ROOT + [override])
+
+
 def test_saved_yaml_round_trips(tmp_path: Path):
     cfg = load_config(ROOT + ["model.design=global", "training.betas=[0.1,0.2]"])
     path = save_config(cfg, tmp_path / "config.yaml")

@@ -10,7 +10,13 @@ import pytest
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from toconv.data import ImageFolderDataset, SkippedFile, collate_images
+from toconv.data import (
+    ImageFolderDataset,
+    SkippedFile,
+    collate_images,
+    num_val_images,
+    packaged_photos,
+)
 
 
 def write_images(folder: Path, names: list[str], size: int = 8) -> list[str]:
@@ -123,3 +129,41 @@ def test_argument_errors(tmp_path):
         ImageFolderDataset(tmp_path, subset_size=0)
     with pytest.raises(FileNotFoundError, match="expected an image folder"):
         ImageFolderDataset(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(("num_files", "fraction", "size", "expected"), [
+    (800, 0.2, None, 160), (200, 0.04, None, 8), (12, 0.04, None, 1), (2, 0.04, None, 1),
+    (1, 0.5, None, 0), (10, 0.0, None, 0), (3, 0.9, None, 2), (160, 0.04, 32, 32),
+    (200, 0.04, 32, 32), (12, 0.2, 32, 6), (1, 0.2, 32, 0),
+])
+def test_validation_size(num_files, fraction, size, expected):
+    assert num_val_images(num_files, fraction, size) == expected
+
+
+def test_val_size_is_a_count_and_keys_the_cache(tmp_path, caplog):
+    write_images(tmp_path, [f"img{i:02d}.png" for i in range(40)])
+    val = ImageFolderDataset(tmp_path, "val", val_size=8)
+    train = ImageFolderDataset(tmp_path, "train", val_size=8, subset_size=16)
+    assert (len(val), len(train)) == (8, 16) and set(val.files).isdisjoint(train.files)
+    assert val.describe()["val_size"] == 8
+    assert "val_size" not in ImageFolderDataset(tmp_path, "val").describe()  # old cache keys hold
+    with caplog.at_level(logging.WARNING):
+        assert len(ImageFolderDataset(tmp_path, "val", val_size=30)) == 20
+    assert "val_size=30 but" in caplog.text
+    with pytest.raises(ValueError, match="val_size must be a positive int or None"):
+        ImageFolderDataset(tmp_path, val_size=0)
+
+
+def test_packaged_photos_are_real_square_jpegs_with_credits():
+    folder = packaged_photos()
+    photos = sorted(folder.glob("*.jpg"))
+    assert len(photos) == 160 and sorted(folder.iterdir()) == photos
+    sizes = {Image.open(p).size for p in photos}
+    assert all(w == h and 120 <= w <= 336 for w, h in sizes)
+    assert sum(p.stat().st_size for p in photos) < 10 * 2**20
+    credits = (folder.parent / "README.md").read_text()
+    for photo in photos:
+        assert f"| {photo.name} |" in credits, photo.name
+    train = ImageFolderDataset(folder, "train", val_size=32)
+    assert (len(train), len(ImageFolderDataset(folder, "val", val_size=32))) == (128, 32)
+    assert train.num_found == 160 and not train.skipped
