@@ -246,9 +246,9 @@ def from_pretrained(path: str | Path, freeze: bool = True, load_processor: bool 
     device = next(_owner(model).multi_modal_projector.parameters()).device
     compressor = load_tower_compressor(weights, layout.grid, info["compressor"]["output_grid_size"],
                                        layout.width, device=device)
-    for field, value in info.get("stock", {}).items():
-        if value is not None:
-            setattr(model.config, field, value)
+    stock_length = info.get("stock", {}).get("image_seq_length")
+    if stock_length is not None:  # the saved config holds the compressed length
+        model.config.image_seq_length = stock_length
     delattr(model.config, CONFIG_FIELD)
     return compress_llava(model, compressor, processor, freeze=freeze), processor
 
