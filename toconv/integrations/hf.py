@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from toconv.integrations.towers import compress_patch_tokens, load_tower_compressor
+from toconv.integrations.towers import compress_patch_tokens, load_tower_compressor, tower_grid_side
 from toconv.models import TokenCompressor
 
 #: ``config.model_type`` -> (model class, processor class) in transformers.
@@ -77,7 +77,7 @@ def llava_layout(model_or_config: Any) -> LlavaLayout:
         model_type=model_type,
         image_size=int(vision.image_size),
         patch_size=int(vision.patch_size),
-        grid=int(vision.image_size) // int(vision.patch_size),
+        grid=tower_grid_side(int(vision.image_size), int(vision.patch_size)),
         vision_width=int(vision.hidden_size),
         num_layers=1 if isinstance(layers, int) else len(layers),
         select_strategy=config.vision_feature_select_strategy,

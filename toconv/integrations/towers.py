@@ -12,14 +12,11 @@ from toconv.models import TokenCompressor
 
 def tower_grid_side(image_size: int, patch_size: int, expected: int | None = None,
                     name: str = "the vision tower") -> int:
-    """Patch-grid side of a ViT tower, ``image_size // patch_size``.
+    """Patch-grid side of a ViT tower, ``image_size // patch_size`` (the patch embedding drops a
+    remainder, as transformers does: SigLIP at 384 px with 14 px patches gives 27).
 
-    Raises ``ValueError`` when the image is not a whole number of patches, or when ``expected``
-    is given and differs (naming both sides).
+    Raises ``ValueError`` naming both sides when ``expected`` is given and differs.
     """
-    if image_size % patch_size:
-        raise ValueError(f"{name}: image_size {image_size} is not a multiple of patch_size "
-                         f"{patch_size}, so its patch tokens form no square grid")
     side = image_size // patch_size
     if expected is not None and side != expected:
         raise ValueError(f"the compressor expects a {expected}x{expected} patch grid, but {name} gives "
