@@ -11,8 +11,9 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from toconv.bench.config import full_config, quick_config
+from toconv.bench.config import DEFAULT_METHODS, full_config, quick_config
 from toconv.bench.data import build_cache, load_cache, synthetic_features
+from toconv.bench.methods import list_methods
 from toconv.bench.report import write_report
 from toconv.bench.runner import load_checkpoints, run_benchmark
 
@@ -33,7 +34,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         default=None, help="output grid sides (default 12 8 6)")
     parser.add_argument("--checkpoint", type=Path, action="append", default=[],
                         help="a trained toconv checkpoint to score beside the baselines (repeatable)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help=f"registered methods to run, in table order (default: {' '.join(DEFAULT_METHODS)}; "
+                             f"also: {' '.join(sorted(set(list_methods()) - set(DEFAULT_METHODS)))})")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="how many seeds the seeded methods run at (default 3, quick 2)")
+    parser.add_argument("--seed", type=int, default=0, help="the first seed")
     return parser.parse_args(argv)
 
 
@@ -41,7 +47,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     overrides = {"seed": args.seed,
-                 **({"output_grid_sizes": tuple(args.output_grid_sizes)} if args.output_grid_sizes else {})}
+                 **({"output_grid_sizes": tuple(args.output_grid_sizes)} if args.output_grid_sizes else {}),
+                 **({"methods": tuple(args.methods)} if args.methods else {}),
+                 **({"num_seeds": args.seeds} if args.seeds else {})}
     config = quick_config(**overrides) if args.quick else full_config(**overrides)
     encoder = None if args.synthetic else args.encoder
     try:
@@ -52,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             features = build_cache(args.encoder, args.images, args.cache_out, seed=args.seed)
         checkpoints = load_checkpoints(args.checkpoint, features)
+        unknown = sorted(set(config.methods) - set(list_methods()))
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; registered: {', '.join(list_methods())}")
     except (ImportError, OSError, ValueError) as err:
         raise SystemExit(f"python -m toconv.bench: error: {err}") from err
     report = run_benchmark(features, config, encoder, checkpoints=checkpoints)

@@ -2,13 +2,14 @@
 
 Every method maps (B, N, C) patch tokens of a square grid to (B, M, C) tokens. A method is
 registered with :func:`register_method` as a builder that receives the :class:`MethodContext` of
-one output size and returns a :class:`Method` (or None where it does not apply).
+one output size and one seed and returns a :class:`Method` (or None where it does not apply).
+Methods registered ``seeded`` (everything trained or drawn at random) are built once per seed.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -19,8 +20,8 @@ from torch import Tensor, nn
 
 from toconv.bench.config import BenchConfig
 from toconv.bench.reducers import (
+    antialiased_resize,
     average_pool,
-    bilinear,
     rf_center_indices,
     tome_flops,
     tome_merge,
@@ -47,6 +48,8 @@ class Method:
         flops: analytic floating-point operations per image (multiply-add = 2).
         train_seconds: wall time of training (0 for fixed methods).
         source: where a learned method comes from (recipe name or checkpoint path).
+        geometry: the windows the tokens sit at (their centres are the positions a position-aware
+            reader gets); None: the grid cells (average-pooling windows).
     """
 
     name: str
@@ -58,6 +61,7 @@ class Method:
     train_seconds: float = 0.0
     history: dict[str, float] | None = None
     source: str | None = None
+    geometry: ConvGeometry | None = None
 
     def aligned(self, x: Tensor) -> Tensor:
         return (self.rf_tokens or self.compress)(x)
@@ -65,13 +69,19 @@ class Method:
 
 @dataclass
 class MethodContext:
-    """What a method builder gets: the training tokens and the geometry of one output size."""
+    """What a method builder gets: the training tokens and the geometry of one output size, and
+    the seed of this build (None: the run's ``config.seed``)."""
 
     train: Tensor
     geometry: ConvGeometry
     config: BenchConfig
     log: Callable[[str], None] = print
-    _recipes: dict[str, Recipe] = field(default_factory=dict)
+    seed: int | None = None
+    _trained: dict[str, tuple[TokenCompressor, float, dict[str, float]]] = field(default_factory=dict)
+
+    @property
+    def method_seed(self) -> int:
+        return self.config.seed if self.seed is None else self.seed
 
     @property
     def rf(self) -> RFGeometry:
@@ -92,21 +102,35 @@ class MethodContext:
         recipe = self.recipe("bench")
         started = time.perf_counter()
         compressor = init_compressor(self.train[: recipe.pca_images], self.geometry.output_grid_size,
-                                     recipe.init, self.config.seed)
+                                     recipe.init, self.method_seed)
         return compressor.eval(), time.perf_counter() - started
 
+    def trained(self, recipe_name: str) -> tuple[TokenCompressor, float, dict[str, float]]:
+        """The start trained with recipe ``recipe_name`` at this seed (once per context): the
+        compressor, the seconds it took and its last losses."""
+        if recipe_name not in self._trained:
+            started = time.perf_counter()
+            compressor, history = train_on_tokens(self.train, self.start[0], self.recipe(recipe_name),
+                                                  self.method_seed)
+            self._trained[recipe_name] = (compressor, time.perf_counter() - started, history)
+        return self._trained[recipe_name]
 
-_METHODS: dict[str, Callable[[MethodContext], Method | None]] = {}
+
+Builder = Callable[[MethodContext], Method | None]
+_METHODS: dict[str, Builder] = {}
+_SEEDED: set[str] = set()
 
 
-def register_method(name: str) -> Callable[[Callable[[MethodContext], Method | None]],
-                                           Callable[[MethodContext], Method | None]]:
-    """Decorator: register a builder ``(MethodContext) -> Method | None`` under ``name``."""
+def register_method(name: str, seeded: bool = False) -> Callable[[Builder], Builder]:
+    """Decorator: register a builder ``(MethodContext) -> Method | None`` under ``name``;
+    ``seeded``: its result depends on the seed (the runner builds it once per seed)."""
 
-    def wrap(builder: Callable[[MethodContext], Method | None]) -> Callable[[MethodContext], Method | None]:
+    def wrap(builder: Builder) -> Builder:
         if name in _METHODS:
             raise ValueError(f"method {name!r} is already registered")
         _METHODS[name] = builder
+        if seeded:
+            _SEEDED.add(name)
         return builder
 
     return wrap
@@ -116,16 +140,20 @@ def list_methods() -> list[str]:
     return list(_METHODS)
 
 
+def is_seeded(name: str) -> bool:
+    return name in _SEEDED
+
+
 def build_method(name: str, ctx: MethodContext) -> Method | None:
-    """Registered method ``name`` at ``ctx``'s size (None where it does not apply)."""
+    """Registered method ``name`` at ``ctx``'s size and seed (None where it does not apply)."""
     if name not in _METHODS:
         raise ValueError(f"unknown method {name!r}; registered: {', '.join(_METHODS)}")
     return _METHODS[name](ctx)
 
 
-def build_methods(ctx: MethodContext) -> list[Method]:
-    """Every registered method that applies at ``ctx``'s size, learned ones trained here."""
-    return [m for m in (builder(ctx) for builder in _METHODS.values()) if m is not None]
+def build_methods(ctx: MethodContext, names: Sequence[str]) -> list[Method]:
+    """The methods ``names`` that apply at ``ctx``'s size, in that order, learned ones trained here."""
+    return [m for m in (build_method(name, ctx) for name in names) if m is not None]
 
 
 def n_params(module: nn.Module) -> int:
@@ -160,8 +188,10 @@ def _avg_pool(ctx: MethodContext) -> Method:
 
 @register_method("bilinear")
 def _bilinear(ctx: MethodContext) -> Method:
-    out = ctx.geometry.output_grid_size
-    return Method("bilinear", lambda x: bilinear(x, out), flops=8 * ctx.geometry.num_outputs * ctx.dim)
+    g = ctx.geometry
+    taps = 2 * -(-g.input_grid_size // g.output_grid_size)  # triangle filter taps per axis
+    return Method("bilinear", lambda x: antialiased_resize(x, g.output_grid_size),
+                  flops=4 * taps * g.num_outputs * ctx.dim)
 
 
 @register_method("tome")
@@ -173,33 +203,33 @@ def _tome(ctx: MethodContext) -> Method:
         return merged.gather(1, repeat(source[:, center.to(x.device)], "b m -> b m c", c=x.shape[-1]))
 
     return Method("tome", lambda x: tome_merge(x, m)[0], flops=tome_flops(ctx.geometry.num_inputs, m, ctx.dim),
-                  rf_tokens=aligned)
+                  rf_tokens=aligned, geometry=ctx.geometry)
 
 
 @register_method("keep-center")
 def _keep_center(ctx: MethodContext) -> Method:
     center = rf_center_indices(ctx.rf)
-    return Method("keep-center", lambda x: x[:, center.to(x.device)])
+    return Method("keep-center", lambda x: x[:, center.to(x.device)], geometry=ctx.geometry)
 
 
 # ----------------------------------------------------------------------------- learned
-@register_method("toconv-init")
+@register_method("toconv-init", seeded=True)
 def _toconv_init(ctx: MethodContext) -> Method:
     start, seconds = ctx.start
-    ctx.log(f"  {ctx.recipe('bench').init} start {ctx.geometry.name} in {seconds:.0f} s")
-    return compressor_method("toconv-init", start, train_seconds=seconds, source="recipe bench (untrained)")
+    ctx.log(f"  {ctx.recipe('bench').init} start {ctx.geometry.name} seed {ctx.method_seed} "
+            f"in {seconds:.0f} s")
+    return compressor_method("toconv-init", start, train_seconds=seconds, source="recipe bench (untrained)",
+                             geometry=ctx.geometry)
 
 
 def _toconv(name: str, recipe_name: str) -> None:
-    @register_method(name)
+    @register_method(name, seeded=True)
     def build(ctx: MethodContext) -> Method:
-        recipe = ctx.recipe(recipe_name)
-        started = time.perf_counter()
-        compressor, history = train_on_tokens(ctx.train, ctx.start[0], recipe, ctx.config.seed)
-        seconds = time.perf_counter() - started
-        ctx.log(f"  trained {name} {ctx.geometry.name} in {seconds:.0f} s: {history}")
+        compressor, seconds, history = ctx.trained(recipe_name)
+        ctx.log(f"  trained {name} {ctx.geometry.name} seed {ctx.method_seed} in {seconds:.0f} s: "
+                f"{history}")
         return compressor_method(name, compressor, train_seconds=seconds, history=history,
-                                 source=f"recipe {recipe_name}")
+                                 source=f"recipe {recipe_name}", geometry=ctx.geometry)
 
 
 _toconv("toconv-rf", "bench")
@@ -207,19 +237,71 @@ _toconv("toconv-global", "bench-global")
 _toconv("toconv-recon", "bench-recon")
 
 
-@register_method("unshuffle-linear")
+@register_method("unshuffle-linear", seeded=True)
 def _unshuffle(ctx: MethodContext) -> Method | None:
     g = ctx.geometry
     if g.input_grid_size % g.output_grid_size:
         return None
     started = time.perf_counter()
     reducer, history = train_unshuffle(ctx.train, ctx.rf, ctx.recipe("bench"), ctx.config.unshuffle_lr,
-                                       ctx.config.seed)
+                                       ctx.method_seed)
     seconds = time.perf_counter() - started
     ctx.log(f"  trained unshuffle-linear {g.name} in {seconds:.0f} s: {history}")
     f2 = (g.input_grid_size // g.output_grid_size) ** 2
     return Method("unshuffle-linear", frozen(reducer), n_params(reducer), 2 * g.num_outputs * f2 * ctx.dim**2,
                   learned=True, train_seconds=seconds, history=history, source="recipe bench")
+
+
+# ----------------------------------------------------------------------------- negative controls
+def _apply(fn: Reducer, x: Tensor, chunk: int = 64) -> Tensor:
+    return torch.cat([fn(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
+
+
+def moment_preserving_rotation(z: Tensor, generator: torch.Generator) -> Callable[[Tensor], Tensor]:
+    """A random rotation in the whitened space of (S, C) tokens ``z``: the map
+    ``μ + Σ^½ Q Σ^-½ (t − μ)`` keeps their mean and covariance and scrambles what each direction
+    means. Returns the map for (..., C) tokens."""
+    z = z.double()
+    mu, cov = z.mean(0), torch.cov(z.T)
+    values, vectors = torch.linalg.eigh(cov)
+    values = values.clamp_min(values.max() * 1e-9)
+    root, inv_root = (vectors * values.sqrt()) @ vectors.T, (vectors / values.sqrt()) @ vectors.T
+    q, r = torch.linalg.qr(torch.randn(z.shape[1], z.shape[1], generator=generator, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))  # Haar-distributed
+    matrix = root @ q @ inv_root
+
+    def rotate(t: Tensor) -> Tensor:
+        out = (t.double() - mu.to(t.device)) @ matrix.T.to(t.device) + mu.to(t.device)
+        return out.to(t.dtype)
+
+    return rotate
+
+
+@register_method("control-rotated", seeded=True)
+def _control_rotated(ctx: MethodContext) -> Method:
+    compressor = ctx.trained("bench")[0]
+    run = frozen(compressor)
+    with torch.no_grad():
+        tokens = _apply(run, ctx.train).flatten(0, 1)
+    rotate = moment_preserving_rotation(tokens, torch.Generator().manual_seed(ctx.method_seed))
+    return Method("control-rotated", lambda x: rotate(run(x)), n_params(compressor),
+                  compressor_flops(compressor), source="toconv-rf, rotated in whitened space",
+                  geometry=ctx.geometry)
+
+
+@register_method("control-shuffled", seeded=True)
+def _control_shuffled(ctx: MethodContext) -> Method:
+    compressor = ctx.trained("bench")[0]
+    run, seed = frozen(compressor), ctx.method_seed
+
+    def shuffled(x: Tensor) -> Tensor:
+        z = run(x)
+        keys = torch.rand(z.shape[:2], generator=torch.Generator().manual_seed(seed))
+        order = keys.argsort(dim=1).to(z.device)
+        return z.gather(1, repeat(order, "b m -> b m c", c=z.shape[-1]))
+
+    return Method("control-shuffled", shuffled, n_params(compressor), compressor_flops(compressor),
+                  source="toconv-rf, positions permuted per image", geometry=ctx.geometry)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -245,4 +327,5 @@ def load_checkpoint(path: str | Path, input_grid_size: int, hidden_dim: int) -> 
 
 
 def checkpoint_method(path: str | Path, compressor: TokenCompressor) -> Method:
-    return compressor_method(checkpoint_name(Path(path)), compressor, source=str(path))
+    return compressor_method(checkpoint_name(Path(path)), compressor, source=str(path),
+                             geometry=compressor.geometry)

@@ -26,10 +26,11 @@ def average_pool(x: Tensor, out: int) -> Tensor:
     return rearrange(F.adaptive_avg_pool2d(grid, out), "b c h w -> b (h w) c")
 
 
-def bilinear(x: Tensor, out: int) -> Tensor:
-    """Bilinear resize of the grid (no antialiasing, align_corners=False): (B, N, C) → (B, out², C)."""
+def antialiased_resize(x: Tensor, out: int) -> Tensor:
+    """Antialiased bilinear resize of the grid (a triangle filter as wide as two output tokens,
+    like an image resize): (B, N, C) → (B, out², C)."""
     grid = rearrange(x, "b (h w) c -> b c h w", h=grid_side(x.shape[1]))
-    resized = F.interpolate(grid, size=(out, out), mode="bilinear", align_corners=False)
+    resized = F.interpolate(grid, size=(out, out), mode="bilinear", align_corners=False, antialias=True)
     return rearrange(resized, "b c h w -> b (h w) c")
 
 

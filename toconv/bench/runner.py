@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,17 +29,24 @@ from toconv.bench.methods import (
     MethodContext,
     build_methods,
     checkpoint_method,
+    is_seeded,
     load_checkpoint,
 )
 from toconv.bench.reducers import grid_side
 from toconv.geometry import ConvGeometry, RFGeometry, resolve_geometry
 from toconv.metrics import (
     PlugInProxy,
+    PositionReader,
+    PseudoLabels,
+    TokenReader,
+    cell_geometry,
     frechet_distance,
+    image_halves,
     information_kept,
     linear_information,
-    sample_rows,
+    sample_per_image,
     sliced_wasserstein,
+    window_centres,
 )
 from toconv.models import TokenCompressor
 
@@ -61,62 +70,175 @@ def _apply(fn: Callable[[Tensor], Tensor], x: Tensor, chunk: int = 64) -> Tensor
         return torch.cat([fn(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
 
 
-def evaluate_size(features: Features, geometry: ConvGeometry, config: BenchConfig,
-                  proxy: PlugInProxy, log: Callable[[str], None],
-                  checkpoints: dict[str, TokenCompressor] | None = None) -> dict[str, Any]:
-    """Train and score every method at one geometry (all figures on the val split), plus the
-    trained ``checkpoints`` (path → compressor) of that geometry as extra rows."""
-    train, val = features.train, features.val
-    rf = RFGeometry.from_conv(geometry)
-    methods: list[Method] = build_methods(MethodContext(train, geometry, config, log))
-    methods += [checkpoint_method(path, c) for path, c in (checkpoints or {}).items()]
-    names = [m.name for m in methods]
-    if len(set(names)) != len(names):
-        raise ValueError(f"expected distinct method names at {geometry.name}, got {names}")
-    scale = float(train.std(dim=(0, 1)).mean())
-    samples = val.shape[0] * config.probe.frechet_samples_per_image
-    gen = torch.Generator().manual_seed(config.seed)
-    projections = torch.randn(config.probe.swd_projections, train.shape[-1], generator=gen)
-    projections = projections / projections.norm(dim=-1, keepdim=True)
-    originals = sample_rows(val / scale, 2 * samples, torch.Generator().manual_seed(config.seed + 1))
-    reference, floor = originals[:samples], originals[samples:]
+def _numbers(values: list[Any]) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def seed_summary(per_seed: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Mean and sample std (0 for one seed) of every numeric leaf of per-seed results (same
+    keys); other leaves are taken from the first seed. Returns (mean, std)."""
+    mean: dict[str, Any] = {}
+    std: dict[str, Any] = {}
+    for key, first in per_seed[0].items():
+        values = [r[key] for r in per_seed]
+        if isinstance(first, dict):
+            mean[key], std[key] = seed_summary(values)
+        elif _numbers(values) and len(set(values)) == 1:
+            mean[key], std[key] = first, 0.0
+        elif _numbers(values):
+            mean[key] = statistics.fmean(values)
+            std[key] = statistics.stdev(values) if len(values) > 1 else 0.0
+        else:
+            mean[key] = first
+    return mean, std
+
+
+@dataclass
+class Readers:
+    """Everything fitted once per run on the real training tokens, frozen, then fed each method."""
+
+    labels: PseudoLabels
+    token: TokenReader
+    position: PositionReader
+    plug_in: PlugInProxy
+
+    @classmethod
+    def fit(cls, features: Features, sides: list[int], config: BenchConfig) -> Readers:
+        settings, seed = config.probe, config.seed
+        labels = PseudoLabels(features.train, settings, torch.Generator().manual_seed(seed))
+        return cls(labels, TokenReader(features.train, labels, settings, seed),
+                   PositionReader(features.train, labels, sides, settings, seed),
+                   PlugInProxy(features.train, features.train_cls, settings, seed))
+
+    def describe(self, features: Features) -> dict[str, Any]:
+        """The readers' own figures: training curves and what they score on real tokens."""
+        side = grid_side(features.val.shape[1])
+        full = window_centres(ConvGeometry(side, side, 1, 1, 0))
+        return {"clusters": self.labels.num_classes,
+                "token_reader": {**self.token.curve,
+                                 "accuracy_on_real_tokens": self.token.token_accuracy(features.val)},
+                "position_reader": {**self.position.curve,
+                                    "on_full_real_grid": self.position.score(features.val, full,
+                                                                             features.val)},
+                "plug_in_ceiling": self.plug_in.score(features.val, features.val_cls)}
+
+
+@dataclass
+class FrechetDesign:
+    """The same sampling for the floor and every method: per random half-split of the val images,
+    the reference is ``count`` real tokens per image of one half; the floor draws ``count`` real
+    tokens per image of the other half and a method ``count`` of its tokens of those images, so
+    no row is shared with the reference."""
+
+    splits: list[tuple[Tensor, Tensor]]
+    references: list[Tensor]
+    count: int
+    scale: float
+    seed: int
+
+    @classmethod
+    def build(cls, val: Tensor, num_tokens: int, scale: float, config: BenchConfig) -> FrechetDesign:
+        gen = torch.Generator().manual_seed(config.seed + 1)
+        count = min(config.probe.frechet_samples_per_image, num_tokens)
+        splits = [image_halves(val.shape[0], gen) for _ in range(config.probe.frechet_splits)]
+        refs = [sample_per_image(val[a] / scale, count, gen) for a, _ in splits]
+        return cls(splits, refs, count, scale, config.seed + 2)
+
+    def score(self, tokens: Tensor, projections: Tensor) -> dict[str, float]:
+        """(n_val, T, C) tokens → Fréchet and sliced W2 to the reference, mean and spread over splits."""
+        fd, swd = [], []
+        for r, ((_, b), ref) in enumerate(zip(self.splits, self.references, strict=True)):
+            sample = sample_per_image(tokens[b] / self.scale, self.count,
+                                      torch.Generator().manual_seed(self.seed + r))
+            fd.append(frechet_distance(sample, ref))
+            swd.append(sliced_wasserstein(sample, ref, projections))
+        spread = statistics.stdev(fd) if len(fd) > 1 else 0.0
+        return {"frechet": statistics.fmean(fd), "frechet_split_std": spread,
+                "sliced_wasserstein": statistics.fmean(swd)}
+
+
+def score_method(method: Method, features: Features, geometry: ConvGeometry, readers: Readers,
+                 design: FrechetDesign, projections: Tensor, config: BenchConfig) -> dict[str, Any]:
+    """Every figure of one method at one size and seed (all on the val split)."""
+    train, val = features.train[: config.probe.probe_train_images], features.val
+    out = geometry.output_grid_size
+    val_z = _apply(method.compress, val)
+    val_aligned = val_z if method.rf_tokens is None else _apply(method.rf_tokens, val)
+    train_aligned = _apply(method.aligned, train)
+    windows = method.geometry or cell_geometry(geometry.input_grid_size, out)
     timing_batch = val[: config.timing_images]
+    return {
+        "tokens": val_z.shape[1],
+        "learned": method.learned,
+        "information": information_kept(train_aligned, train, val_aligned, val),
+        "information_linear": linear_information(train_aligned, train, val_aligned, val,
+                                                 RFGeometry.from_conv(geometry)),
+        "reader": readers.token.score(val_aligned, val),
+        "position_reader": readers.position.score(val_aligned, window_centres(windows), val),
+        **design.score(val_z, projections),
+        "plug_in": readers.plug_in.score(val_z, features.val_cls),
+        "params": method.params,
+        "mflops_per_image": method.flops / 1e6,
+        "cpu_ms_per_image": reducer_ms_per_image(method.compress, timing_batch, config.timing_repeats),
+        "train_seconds": method.train_seconds,
+        "train_last_losses": method.history,
+        "source": method.source,
+    }
+
+
+def evaluate_size(features: Features, geometry: ConvGeometry, config: BenchConfig, readers: Readers,
+                  log: Callable[[str], None],
+                  checkpoints: dict[str, TokenCompressor] | None = None) -> dict[str, Any]:
+    """Build and score every method at one geometry, seeded ones at every seed, plus the trained
+    ``checkpoints`` (path → compressor) of that geometry as extra rows.
+
+    A seeded method's entry holds the mean over seeds (same keys as a single result), ``std``
+    (the same keys: sample std) and ``seeds`` (seed → its own result).
+    """
+    cell_geometry(geometry.input_grid_size, geometry.output_grid_size)  # the fair target's cells
+    scale = float(features.train.std(dim=(0, 1)).mean())
+    design = FrechetDesign.build(features.val, geometry.num_outputs, scale, config)
+    gen = torch.Generator().manual_seed(config.seed)
+    projections = torch.randn(config.probe.swd_projections, features.train.shape[-1], generator=gen)
+    projections = projections / projections.norm(dim=-1, keepdim=True)
+    per_seed: dict[str, dict[int, dict[str, Any]]] = {}
+    for index, seed in enumerate(config.seeds):
+        ctx = MethodContext(features.train, geometry, config, log, seed=seed)
+        names = [n for n in config.methods if index == 0 or is_seeded(n)]
+        methods = build_methods(ctx, names)
+        if index == 0:
+            methods += [checkpoint_method(path, c) for path, c in (checkpoints or {}).items()]
+        for method in methods:
+            if seed in per_seed.get(method.name, {}):
+                raise ValueError(f"expected distinct method names at {geometry.name}, got {method.name!r} twice")
+            started = time.perf_counter()
+            result = score_method(method, features, geometry, readers, design, projections, config)
+            per_seed.setdefault(method.name, {})[seed] = result
+            log(f"  {geometry.name} {method.name} seed {seed}: info R2={result['information']['r2']:.3f} "
+                f"linear={result['information_linear']['r2']:.3f} "
+                f"reader={result['reader']['rf_accuracy']:.3f} "
+                f"position={result['position_reader']['accuracy']:.3f} "
+                f"FD={result['frechet']:.3f} ({time.perf_counter() - started:.0f} s)")
     results: dict[str, Any] = {}
-    for method in methods:
-        started = time.perf_counter()
-        val_z = _apply(method.compress, val)
-        val_aligned = val_z if method.rf_tokens is None else _apply(method.rf_tokens, val)
-        train_aligned = _apply(method.aligned, train)
-        info = information_kept(train_aligned, train, val_aligned, val, rf, config.probe, config.seed)
-        linear = linear_information(train_aligned, train, val_aligned, val, rf)
-        fake = sample_rows(val_z / scale, samples, torch.Generator().manual_seed(config.seed + 2))
-        results[method.name] = {
-            "tokens": val_z.shape[1],
-            "learned": method.learned,
-            "information": info,
-            "information_linear": linear,
-            "frechet": frechet_distance(fake, reference),
-            "sliced_wasserstein": sliced_wasserstein(fake, reference, projections),
-            "plug_in": proxy.score(val_z, features.val_cls),
-            "params": method.params,
-            "mflops_per_image": method.flops / 1e6,
-            "cpu_ms_per_image": reducer_ms_per_image(method.compress, timing_batch, config.timing_repeats),
-            "train_seconds": method.train_seconds,
-            "train_last_losses": method.history,
-            "source": method.source,
-        }
-        log(f"  {geometry.name} {method.name}: R2 linear={linear['r2']:.3f} "
-            f"decoder={info['r2']:.3f} "
-            f"FD={results[method.name]['frechet']:.3f} ({time.perf_counter() - started:.0f} s)")
+    for name, runs in per_seed.items():
+        if len(runs) == 1:
+            results[name] = next(iter(runs.values()))
+            continue
+        mean, std = seed_summary(list(runs.values()))
+        results[name] = {**mean, "std": std, "seeds": {str(s): r for s, r in runs.items()}}
+    floor = [frechet_distance(sample_per_image(features.val[b] / scale, design.count,
+                                               torch.Generator().manual_seed(design.seed + r)), ref)
+             for r, ((_, b), ref) in enumerate(zip(design.splits, design.references, strict=True))]
     return {
         "tokens": geometry.num_outputs,
         "geometry": {"input_grid_size": geometry.input_grid_size,
                      "output_grid_size": geometry.output_grid_size, "kernel_size": geometry.kernel_size,
                      "stride": geometry.stride, "padding": geometry.padding},
-        "frechet_samples": samples,
+        "frechet_samples_per_image": design.count,
+        "frechet_samples": design.count * len(design.splits[0][1]),
         "token_scale": scale,
-        "reference": {"frechet": frechet_distance(floor, reference),
-                      "sliced_wasserstein": sliced_wasserstein(floor, reference, projections)},
+        "reference": {"frechet": statistics.fmean(floor),
+                      "frechet_split_std": statistics.stdev(floor) if len(floor) > 1 else 0.0},
         "methods": results,
     }
 
@@ -145,7 +267,9 @@ def run_benchmark(features: Features, config: BenchConfig, encoder_name: str | N
     trained = checkpoints or {}
     sizes = list(config.output_grid_sizes)
     sizes += sorted({c.geometry.output_grid_size for c in trained.values()} - set(sizes), reverse=True)
-    proxy = PlugInProxy(features.train, features.train_cls, config.probe, config.seed)
+    started_readers = time.perf_counter()
+    readers = Readers.fit(features, sizes, config)
+    log(f"readers fitted in {time.perf_counter() - started_readers:.0f} s")
     report: dict[str, Any] = {
         "config": config.to_dict(),
         "environment": environment(),
@@ -153,13 +277,13 @@ def run_benchmark(features: Features, config: BenchConfig, encoder_name: str | N
                  "val_images": features.val.shape[0], "tokens": num_tokens, "dim": dim,
                  "input_grid_size": side},
         "checkpoints": list(trained),
-        "plug_in_ceiling": proxy.score(features.val, features.val_cls),
+        "readers": readers.describe(features),
         "sizes": {},
     }
     for out in sizes:
         geometry = resolve_geometry(side, out)
         here = {p: c for p, c in trained.items() if c.geometry == geometry}
-        report["sizes"][str(out)] = evaluate_size(features, geometry, config, proxy, log, here)
+        report["sizes"][str(out)] = evaluate_size(features, geometry, config, readers, log, here)
     if encoder_name and config.encoder_timing_images:
         report["encoder"] = encoder_ms_per_image(encoder_name, config.encoder_timing_images,
                                                  config.timing_repeats)

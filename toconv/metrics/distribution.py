@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from einops import rearrange
+from einops import rearrange, repeat
 from torch import Tensor
 
 
@@ -31,9 +31,16 @@ def sliced_wasserstein(a: Tensor, b: Tensor, projections: Tensor) -> float:
     return float((pa - pb).pow(2).mean().sqrt())
 
 
-def sample_rows(x: Tensor, count: int, generator: torch.Generator) -> Tensor:
-    """``count`` rows drawn without replacement from (n, T, C) tokens flattened to (n·T, C)."""
-    flat = rearrange(x, "n t c -> (n t) c")
-    if count > flat.shape[0]:
-        raise ValueError(f"expected at least {count} tokens to sample from, got {flat.shape[0]}")
-    return flat[torch.randperm(flat.shape[0], generator=generator)[:count]]
+def sample_per_image(x: Tensor, count: int, generator: torch.Generator) -> Tensor:
+    """``count`` rows per image, drawn without replacement: (n, T, C) → (n·count, C)."""
+    n, t, c = x.shape
+    if count > t:
+        raise ValueError(f"expected at least {count} tokens per image to sample from, got {t}")
+    idx = torch.rand(n, t, generator=generator).argsort(dim=1)[:, :count].to(x.device)
+    return rearrange(x.gather(1, repeat(idx, "n k -> n k c", c=c)), "n k c -> (n k) c")
+
+
+def image_halves(num_images: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Two disjoint random halves of ``range(num_images)`` (the first gets the odd one out)."""
+    order = torch.randperm(num_images, generator=generator)
+    return order[: (num_images + 1) // 2], order[(num_images + 1) // 2 :]

@@ -1,4 +1,4 @@
-"""What a compressed token keeps of its receptive field: probes that rebuild the RF from it."""
+"""What compressed tokens keep of the original grid: closed-form probes that rebuild it."""
 
 from __future__ import annotations
 
@@ -8,14 +8,8 @@ from einops import einsum, rearrange
 from torch import Tensor
 
 from toconv.geometry import RFGeometry
-from toconv.metrics.settings import ProbeSettings, chunks
-from toconv.objective.decoders import RFConvDecoder
-
-
-def _masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """Mean squared error over valid slots: pred/target (..., R, C), mask (..., R) bool."""
-    err = (pred - target).pow(2).sum(-1) * mask
-    return err.sum() / (mask.sum() * pred.shape[-1])
+from toconv.metrics.grid import cell_tokens
+from toconv.metrics.settings import chunks
 
 
 def _spd_solve(a: Tensor, b: Tensor) -> Tensor:
@@ -28,51 +22,54 @@ def _spd_solve(a: Tensor, b: Tensor) -> Tensor:
 
 
 def information_kept(train_z: Tensor, train_x: Tensor, val_z: Tensor, val_x: Tensor,
-                     rf: RFGeometry, settings: ProbeSettings, seed: int = 0) -> dict[str, float]:
-    """Train a fresh RF decoder on (compressed, RF tokens) pairs of the train split; score val.
+                     ridge: float = 1e-3, chunk: int = 64) -> dict[str, float]:
+    """The fair information probe: every original token rebuilt from the compressed token of its
+    grid cell (:func:`~toconv.metrics.grid.cell_tokens`), the same target and capacity for every
+    method.
+
+    One closed-form ridge map per slot of the cell, ``[z, 1] → x``, fitted on the train split
+    (solved exactly: no training budget, no skip, nothing that assumes pooled tokens).
 
     Args:
-        train_z / val_z: (n, M, C) compressed tokens aligned with the RFs (token m ↔ RF m).
-        train_x / val_x: (n, N, C) original tokens.
+        train_z / val_z: (n, M, C) compressed tokens, token m describing cell m (row-major).
+        train_x / val_x: (n, N, C) original tokens; √M must divide √N.
+        ridge: penalty as a fraction of the mean diagonal of the Gram matrix.
     Returns:
-        ``r2``: 1 − SSE/SST over valid RF slots, SST around the mean val original token;
-        ``centered_cosine``: mean cosine of prediction and target after subtracting the mean train
-        token from both; ``cosine``: raw mean cosine; ``decoder_params``.
+        ``r2`` (1 − SSE/SST over every original val token, SST around the mean val token) and
+        ``centered_cosine`` (prediction and target minus the mean train token).
     """
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    n, m, dim = train_z.shape
-    decoder = RFConvDecoder(dim, rf.conv, settings.decoder_layers, settings.decoder_hidden_dim)
-    opt = torch.optim.Adam(decoder.parameters(), settings.decoder_lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, settings.decoder_steps)
-    for _ in range(settings.decoder_steps):
-        img = torch.randint(n, (settings.decoder_batch_tokens,), generator=generator)
-        pos = torch.randint(m, (settings.decoder_batch_tokens,), generator=generator)
-        z = train_z[img, pos]  # (T, C)
-        target = train_x[img[:, None], rf.indices[pos]]  # (T, R, C)
-        pred = decoder(rearrange(z, "t c -> 1 t c"))[0]
-        loss = _masked_mse(pred, target, rf.mask[pos])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    decoder.eval()
-    val_mean, train_mean = val_x.mean(dim=(0, 1)), train_x.mean(dim=(0, 1))
-    sse = sst = cos_sum = ccos_sum = 0.0
-    count = 0
-    mask = rf.mask
-    with torch.no_grad():
-        for part in chunks(val_z.shape[0], 16):
-            pred = decoder(val_z[part])  # (b, M, R, C)
-            target = val_x[part][:, rf.indices]
-            sse += float(((pred - target).pow(2).sum(-1) * mask).sum())
-            sst += float(((target - val_mean).pow(2).sum(-1) * mask).sum())
-            cos_sum += float((F.cosine_similarity(pred, target, dim=-1) * mask).sum())
-            ccos = F.cosine_similarity(pred - train_mean, target - train_mean, dim=-1)
-            ccos_sum += float((ccos * mask).sum())
-            count += int(mask.sum()) * pred.shape[0]
-    return {"r2": 1.0 - sse / sst, "centered_cosine": ccos_sum / count, "cosine": cos_sum / count,
-            "decoder_params": sum(p.numel() for p in decoder.parameters())}
+    out = round(train_z.shape[1] ** 0.5)
+    for name, z, x in (("train", train_z, train_x), ("val", val_z, val_x)):
+        if out * out != z.shape[1] or z.shape[0] != x.shape[0] or z.shape[2] != x.shape[2]:
+            raise ValueError(f"expected {name} tokens (n, M, C) on a square grid and originals "
+                             f"(n, N, C), got {tuple(z.shape)} and {tuple(x.shape)}")
+
+    def design(z: Tensor) -> Tensor:
+        z = rearrange(z.double(), "b m c -> (b m) c")
+        return torch.cat([z, z.new_ones(z.shape[0], 1)], dim=-1)
+
+    def targets(x: Tensor) -> Tensor:
+        return rearrange(cell_tokens(x.double(), out), "b m s c -> (b m) (s c)")
+
+    gram = cross = 0.0
+    for part in chunks(train_z.shape[0], chunk):
+        z = design(train_z[part])
+        gram = gram + z.T @ z
+        cross = cross + z.T @ targets(train_x[part])
+    eye = torch.eye(gram.shape[0], dtype=torch.float64)
+    weight = _spd_solve(gram + ridge * torch.diagonal(gram).mean() * eye, cross)  # (C+1, s²C)
+
+    dim = train_x.shape[-1]
+    val_mean, train_mean = val_x.mean(dim=(0, 1)).double(), train_x.mean(dim=(0, 1)).double()
+    sse = sst = ccos_sum = 0.0
+    for part in chunks(val_z.shape[0], chunk):
+        pred = rearrange(design(val_z[part]) @ weight, "t (s c) -> t s c", c=dim)
+        target = rearrange(targets(val_x[part]), "t (s c) -> t s c", c=dim)
+        sse += float((pred - target).pow(2).sum())
+        sst += float((target - val_mean).pow(2).sum())
+        ccos_sum += float(F.cosine_similarity(pred - train_mean, target - train_mean, dim=-1).sum())
+    count = val_x.shape[0] * val_x.shape[1]
+    return {"r2": 1.0 - sse / sst, "centered_cosine": ccos_sum / count}
 
 
 def linear_information(train_z: Tensor, train_x: Tensor, val_z: Tensor, val_x: Tensor,

@@ -8,22 +8,33 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ProbeSettings:
-    """The measuring models: one RF decoder per method and the plug-in attention-pooling head."""
+    """The measuring models: frozen readers fitted on real tokens, the plug-in head and the
+    distribution distances' sampling."""
 
-    decoder_layers: int = 2
-    decoder_hidden_dim: int | None = None
-    """None: the token width. A narrower probe is a bottleneck that favours codes whose information
-    sits in few directions (pooling) over codes that use every channel (PCA)."""
-    decoder_steps: int = 200
-    decoder_batch_tokens: int = 256
-    decoder_lr: float = 1e-3
+    probe_train_images: int | None = 320
+    """Training images the closed-form information probes are fitted on (None: all)."""
+    reader_clusters: int = 64
+    """K of the k-means pseudo-labels both readers read."""
+    reader_fit_tokens: int = 65536
+    reader_kmeans_iters: int = 30
+    reader_steps: int = 400
+    reader_batch_tokens: int = 4096
+    reader_lr: float = 1e-2
+    position_width: int = 128
+    position_layers: int = 2
+    position_heads: int = 4
+    position_steps: int = 800
+    position_batch_size: int = 16
+    position_queries: int = 144
+    position_lr: float = 1e-3
     head_steps: int = 200
     head_batch_size: int = 32
     head_lr: float = 1e-3
     head_heads: int = 8
     frechet_samples_per_image: int = 36
+    frechet_splits: int = 5
+    """Random halves of the val images: reference from one half, floor and methods from the other."""
     swd_projections: int = 256
-
 
 def chunks(num: int, size: int) -> Iterator[slice]:
     """Slices of ``size`` covering ``range(num)``."""
