@@ -102,7 +102,7 @@ SMALL_RECIPE = {"steps": 2, "batch_size": 4, "critic.width": 16, "decoder.width"
 TINY_PROBES = replace(ProbeSettings(), reader_clusters=6, reader_fit_tokens=2000, reader_kmeans_iters=3,
                       reader_steps=5, position_width=16, position_heads=2, position_steps=3,
                       position_batch_size=4, position_queries=16, head_steps=3,
-                      frechet_samples_per_image=4, frechet_splits=3, swd_projections=8)
+                      frechet_samples_per_image=4, frechet_draws=3, swd_projections=8)
 
 
 def tiny_config(**overrides):
@@ -124,7 +124,7 @@ def test_benchmark_smoke_on_generated_tokens(tmp_path) -> None:
     for size, tokens in (("12", 144), ("6", 36)):
         block = data["sizes"][size]
         assert set(block["methods"]) == methods
-        assert block["reference"]["frechet_split_std"] > 0
+        assert block["reference"]["frechet_draw_std"] > 0
         for name, m in block["methods"].items():
             assert m["tokens"] == tokens
             assert m["information"]["r2"] <= 1.0 and m["frechet"] >= -1e-6

@@ -75,7 +75,7 @@ def compare(a: dict[str, Any], b: dict[str, Any], path: tuple[str, ...], higher:
 
 def verdicts(block: dict[str, Any]) -> list[str]:
     """Markdown lines: the issue's checks of toconv-rf at one size, and the controls' check."""
-    methods, floor_std = block["methods"], block["reference"]["frechet_split_std"]
+    methods, floor_std = block["methods"], block["reference"]["frechet_draw_std"]
     if "toconv-rf" not in methods:
         return []
     rf = methods["toconv-rf"]
@@ -126,7 +126,7 @@ def markdown(report: dict[str, Any]) -> str:
         rows += [_row(label, name, m, encoder_ms) for name, m in block["methods"].items()]
         ref = block["reference"]
         rows.append([label, "*originals (floor)*", "", "", "", "", "", "",
-                     f"{ref['frechet']:.2f} ± {ref['frechet_split_std']:.2f}", "", "", "", "", "", ""])
+                     f"{ref['frechet']:.2f} ± {ref['frechet_draw_std']:.2f}", "", "", "", "", "", ""])
     data, env, readers = report["data"], report["environment"], report["readers"]
     checkpoints = report.get("checkpoints") or []
     seeds = [config["seed"] + i for i in range(config["num_seeds"])]
@@ -144,7 +144,7 @@ def markdown(report: dict[str, Any]) -> str:
              *_table(COLUMNS, rows), ""]
     lines += ["## Verdicts", "",
               "A difference counts only beyond 2 std of the difference (seed spreads; for Fréchet "
-              "also at least the floor's spread over image splits); `none` otherwise.", ""]
+              "also at least the floor's spread over draws); `none` otherwise.", ""]
     for block in report["sizes"].values():
         lines += [f"**{size_label(block)}**", "", *verdicts(block), ""]
     token, position = readers["token_reader"], readers["position_reader"]
@@ -195,11 +195,11 @@ def markdown(report: dict[str, Any]) -> str:
               "floor of a perfect reader. **position acc**: labels of all original tokens "
               "predicted by the frozen position reader from the compressed tokens at their window "
               "centres. **Fréchet** and sliced W2: tokens divided by the mean per-channel std of "
-              "the train originals, "
-              f"{report['sizes'][next(iter(report['sizes']))]['frechet_samples_per_image']} or "
-              "fewer tokens per image; reference from one random half of the val images, floor and "
-              "methods from the other half (no shared rows), mean ± spread over "
-              f"{config['probe']['frechet_splits']} random splits. Bilinear is an antialiased "
+              "the train originals, the same number of tokens drawn from every val image for the "
+              "reference, the floor and each method (at most "
+              f"{config['probe']['frechet_samples_per_image']}); reference and floor are disjoint "
+              "real tokens away from the RF centres (no row shared with keep-center), mean ± "
+              f"spread over {config['probe']['frechet_draws']} draws. Bilinear is an antialiased "
               "resize; keep-center keeps each ToConv RF's centre token (real tokens); ToMe tokens "
               "are matched to cells through the merge source map for the probes and readers. "
               "Controls: control-rotated is toconv-rf rotated in its whitened token space (mean "
@@ -260,7 +260,7 @@ def plot(report: dict[str, Any], out_dir: Path) -> list[Path]:
             series(ax, path)
             if path == ("frechet",):
                 floor = [b["reference"]["frechet"] for b in sizes.values()]
-                sd = [b["reference"]["frechet_split_std"] for b in sizes.values()]
+                sd = [b["reference"]["frechet_draw_std"] for b in sizes.values()]
                 ax.fill_between(tokens, [f - 2 * s for f, s in zip(floor, sd, strict=True)],
                                 [f + 2 * s for f, s in zip(floor, sd, strict=True)], color="k",
                                 alpha=0.15, label="real-vs-real floor ± 2 sd")

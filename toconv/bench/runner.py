@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from einops import rearrange, repeat
 from torch import Tensor
 
 from toconv.bench.config import BenchConfig
@@ -32,7 +33,7 @@ from toconv.bench.methods import (
     is_seeded,
     load_checkpoint,
 )
-from toconv.bench.reducers import grid_side
+from toconv.bench.reducers import grid_side, rf_center_indices
 from toconv.geometry import ConvGeometry, RFGeometry, resolve_geometry
 from toconv.metrics import (
     PlugInProxy,
@@ -41,7 +42,6 @@ from toconv.metrics import (
     TokenReader,
     cell_geometry,
     frechet_distance,
-    image_halves,
     information_kept,
     linear_information,
     sample_per_image,
@@ -125,35 +125,56 @@ class Readers:
 
 @dataclass
 class FrechetDesign:
-    """The same sampling for the floor and every method: per random half-split of the val images,
-    the reference is ``count`` real tokens per image of one half; the floor draws ``count`` real
-    tokens per image of the other half and a method ``count`` of its tokens of those images, so
-    no row is shared with the reference."""
+    """The same sampling for the floor and every method, per val image: ``count`` tokens of each
+    image, drawn without replacement, in every one of several draws. The reference and the floor
+    are two disjoint sets of real tokens of the same images that leave out every position a
+    method may pass through unchanged (the ToConv RF centres keep-center keeps), so no method
+    shares a row with the reference (ToMe's unmerged tokens excepted); the floor's spread over
+    the draws is the resampling noise."""
 
-    splits: list[tuple[Tensor, Tensor]]
     references: list[Tensor]
+    floors: list[Tensor]
     count: int
     scale: float
     seed: int
 
     @classmethod
-    def build(cls, val: Tensor, num_tokens: int, scale: float, config: BenchConfig) -> FrechetDesign:
+    def build(cls, val: Tensor, num_tokens: int, excluded: Tensor, scale: float,
+              config: BenchConfig) -> FrechetDesign:
+        """``num_tokens``: a method's tokens per image; ``excluded``: positions never drawn as real."""
         gen = torch.Generator().manual_seed(config.seed + 1)
         count = min(config.probe.frechet_samples_per_image, num_tokens)
-        splits = [image_halves(val.shape[0], gen) for _ in range(config.probe.frechet_splits)]
-        refs = [sample_per_image(val[a] / scale, count, gen) for a, _ in splits]
-        return cls(splits, refs, count, scale, config.seed + 2)
+        n, total, c = val.shape
+        if 2 * count > total - len(excluded):
+            raise ValueError(f"expected {2 * count} real tokens per image outside the {len(excluded)} "
+                             f"excluded positions, got {total - len(excluded)}")
+        refs, floors = [], []
+        for _ in range(config.probe.frechet_draws):
+            keys = torch.rand(n, total, generator=gen)
+            keys[:, excluded] = 2.0  # drawn last, never within the first 2·count
+            order = keys.argsort(dim=1)[:, : 2 * count].to(val.device)
+            rows = val.gather(1, repeat(order, "n k -> n k c", c=c)) / scale
+            refs.append(rearrange(rows[:, :count], "n k c -> (n k) c"))
+            floors.append(rearrange(rows[:, count:], "n k c -> (n k) c"))
+        return cls(refs, floors, count, scale, config.seed + 2)
+
+    def floor(self, projections: Tensor) -> dict[str, float]:
+        """The real-vs-real floor: mean and spread over the draws."""
+        fd = [frechet_distance(f, r) for f, r in zip(self.floors, self.references, strict=True)]
+        swd = [sliced_wasserstein(f, r, projections) for f, r in zip(self.floors, self.references, strict=True)]
+        return {"frechet": statistics.fmean(fd), "frechet_draw_std": statistics.stdev(fd) if len(fd) > 1 else 0.0,
+                "sliced_wasserstein": statistics.fmean(swd)}
 
     def score(self, tokens: Tensor, projections: Tensor) -> dict[str, float]:
-        """(n_val, T, C) tokens → Fréchet and sliced W2 to the reference, mean and spread over splits."""
+        """(n_val, T, C) tokens → Fréchet and sliced W2 to the reference, mean and spread over draws."""
         fd, swd = [], []
-        for r, ((_, b), ref) in enumerate(zip(self.splits, self.references, strict=True)):
-            sample = sample_per_image(tokens[b] / self.scale, self.count,
+        for r, ref in enumerate(self.references):
+            sample = sample_per_image(tokens / self.scale, self.count,
                                       torch.Generator().manual_seed(self.seed + r))
             fd.append(frechet_distance(sample, ref))
             swd.append(sliced_wasserstein(sample, ref, projections))
         spread = statistics.stdev(fd) if len(fd) > 1 else 0.0
-        return {"frechet": statistics.fmean(fd), "frechet_split_std": spread,
+        return {"frechet": statistics.fmean(fd), "frechet_draw_std": spread,
                 "sliced_wasserstein": statistics.fmean(swd)}
 
 
@@ -197,7 +218,8 @@ def evaluate_size(features: Features, geometry: ConvGeometry, config: BenchConfi
     """
     cell_geometry(geometry.input_grid_size, geometry.output_grid_size)  # the fair target's cells
     scale = float(features.train.std(dim=(0, 1)).mean())
-    design = FrechetDesign.build(features.val, geometry.num_outputs, scale, config)
+    centres = rf_center_indices(RFGeometry.from_conv(geometry))
+    design = FrechetDesign.build(features.val, geometry.num_outputs, centres, scale, config)
     gen = torch.Generator().manual_seed(config.seed)
     projections = torch.randn(config.probe.swd_projections, features.train.shape[-1], generator=gen)
     projections = projections / projections.norm(dim=-1, keepdim=True)
@@ -226,19 +248,15 @@ def evaluate_size(features: Features, geometry: ConvGeometry, config: BenchConfi
             continue
         mean, std = seed_summary(list(runs.values()))
         results[name] = {**mean, "std": std, "seeds": {str(s): r for s, r in runs.items()}}
-    floor = [frechet_distance(sample_per_image(features.val[b] / scale, design.count,
-                                               torch.Generator().manual_seed(design.seed + r)), ref)
-             for r, ((_, b), ref) in enumerate(zip(design.splits, design.references, strict=True))]
     return {
         "tokens": geometry.num_outputs,
         "geometry": {"input_grid_size": geometry.input_grid_size,
                      "output_grid_size": geometry.output_grid_size, "kernel_size": geometry.kernel_size,
                      "stride": geometry.stride, "padding": geometry.padding},
         "frechet_samples_per_image": design.count,
-        "frechet_samples": design.count * len(design.splits[0][1]),
+        "frechet_samples": design.count * features.val.shape[0],
         "token_scale": scale,
-        "reference": {"frechet": statistics.fmean(floor),
-                      "frechet_split_std": statistics.stdev(floor) if len(floor) > 1 else 0.0},
+        "reference": design.floor(projections),
         "methods": results,
     }
 

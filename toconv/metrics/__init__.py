@@ -2,7 +2,6 @@
 
 from toconv.metrics.distribution import (
     frechet_distance,
-    image_halves,
     sample_per_image,
     sliced_wasserstein,
 )
@@ -32,7 +31,6 @@ __all__ = [
     "cell_geometry",
     "cell_tokens",
     "frechet_distance",
-    "image_halves",
     "information_kept",
     "kmeans",
     "linear_information",

@@ -39,8 +39,3 @@ def sample_per_image(x: Tensor, count: int, generator: torch.Generator) -> Tenso
     idx = torch.rand(n, t, generator=generator).argsort(dim=1)[:, :count].to(x.device)
     return rearrange(x.gather(1, repeat(idx, "n k -> n k c", c=c)), "n k c -> (n k) c")
 
-
-def image_halves(num_images: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Two disjoint random halves of ``range(num_images)`` (the first gets the odd one out)."""
-    order = torch.randperm(num_images, generator=generator)
-    return order[: (num_images + 1) // 2], order[(num_images + 1) // 2 :]

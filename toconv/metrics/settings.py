@@ -32,8 +32,8 @@ class ProbeSettings:
     head_lr: float = 1e-3
     head_heads: int = 8
     frechet_samples_per_image: int = 36
-    frechet_splits: int = 5
-    """Random halves of the val images: reference from one half, floor and methods from the other."""
+    frechet_draws: int = 5
+    """Draws of the reference, floor and method samples (the floor's spread is over these)."""
     swd_projections: int = 256
 
 def chunks(num: int, size: int) -> Iterator[slice]:
