@@ -413,7 +413,7 @@ class Trainer:
         return summary
 
     def close(self) -> None:
-        if getattr(self, "tracker", None) is not None:
+        if self.tracker is not None:
             self.tracker.close()
         handler = getattr(self, "_log_handler", None)
         if handler is not None:
