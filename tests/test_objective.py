@@ -49,7 +49,7 @@ def test_critic_step_trains_only_the_critic(design: str, device: torch.device) -
     assert out["gradient_penalty"] >= 0 and not out["wasserstein"].requires_grad
 
 
-@pytest.mark.parametrize("design", ["rf", "global"])
+@pytest.mark.parametrize("design", ["rf", "global", "rf-anchored"])
 def test_generator_step_trains_compressor_and_decoder(design: str, device: torch.device) -> None:
     obj = make_objective(design, ae_weight=2.0, wgan_weight=0.5).to(device)
     out = obj.generator_losses(torch.randn(3, 64, DIM, device=device))
@@ -78,7 +78,7 @@ def test_real_samples_come_from_the_right_places() -> None:
     assert glob.shape == (2, 16) and all(row.unique().numel() == 16 for row in glob)
 
 
-@pytest.mark.parametrize("design", ["rf", "global"])
+@pytest.mark.parametrize("design", ["rf", "global", "rf-anchored"])
 def test_reconstruct_is_in_rf_layout(design: str, device: torch.device) -> None:
     obj = make_objective(design, output=3).to(device)
     tokens = torch.randn(2, 64, DIM, device=device)
@@ -87,6 +87,20 @@ def test_reconstruct_is_in_rf_layout(design: str, device: torch.device) -> None:
     assert pred.shape == target.shape == (2, rf.num_outputs, rf.max_size, DIM)
     torch.testing.assert_close(target, gather_rf_tokens(tokens, rf))
     assert (pred[:, ~rf.mask.to(device)] == 0).all()
+
+
+def test_anchored_design_compares_each_token_with_its_rf_mean() -> None:
+    obj = make_objective("rf-anchored", output=3)  # 8→3: clipped RFs average their valid slots
+    tokens = torch.randn(2, 64, DIM)
+    target, mask = obj.design.targets(tokens)
+    rf = obj.rf
+    assert target.shape == (2, rf.num_outputs, rf.max_size + 1, DIM) and mask[:, -1].all()
+    windows = gather_rf_tokens(tokens, rf)
+    mean = windows.sum(2) / rf.mask.sum(1, keepdim=True)
+    torch.testing.assert_close(target[:, :, -1], mean)
+    torch.testing.assert_close(target[:, :, :-1], windows)
+    z = obj.compressor(tokens)
+    torch.testing.assert_close(obj.decoder(z)[:, :, -1], z)
 
 
 def test_designs_build_their_own_modules() -> None:

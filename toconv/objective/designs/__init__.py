@@ -4,8 +4,9 @@ Adding a design is one new module with a :class:`Design` subclass decorated with
 ``@register_design("name")`` plus its import below.
 """
 
+from toconv.objective.designs.anchored import AnchoredRFDesign
 from toconv.objective.designs.base import Design, build_design, list_designs, register_design
 from toconv.objective.designs.global_design import GlobalDesign
 from toconv.objective.designs.rf import RFDesign
 
-__all__ = ["Design", "GlobalDesign", "RFDesign", "build_design", "list_designs", "register_design"]
+__all__ = ["AnchoredRFDesign", "Design", "GlobalDesign", "RFDesign", "build_design", "list_designs", "register_design"]
