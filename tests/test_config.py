@@ -21,6 +21,7 @@ from toconv.config import (
     recipe_from_config,
     save_config,
 )
+from toconv.objective.designs import list_designs
 from toconv.recipes import RECIPES
 from toconv.train import main, split_preset
 
@@ -96,7 +97,8 @@ def test_issue_overrides_set_typed_values(overrides, expected):
     ("training.batch_size=sixteen", "invalid value for 'training.batch_size'"),
     ("loss.weights.ae=high", "invalid value for 'loss.weights.ae'"),
     ("data.use_subset=maybe", "invalid value for 'data.use_subset'"),
-    ("model.design=hybrid", "model.design: expected one of global, rf, got 'hybrid'"),
+    ("model.design=hybrid",
+     f"model.design: expected one of {', '.join(list_designs())}, got 'hybrid'"),
     ("training.batch_size=0", "training.batch_size: expected an integer >= 1, got 0"),
     ("training.resume=yes", "training.resume: expected null or 'auto'"),
     ("training.epochs", "expected an override key.sub=value, got 'training.epochs'"),
