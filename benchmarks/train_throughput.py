@@ -4,7 +4,7 @@ Runs the real trainer (``toconv.train.main``) twice on the same images and setti
 training from the feature cache (built first, not timed as training) and once encoding every batch,
 and prints the training samples/s of each (evaluation excluded) plus the cache build rate.
 
-    python benchmarks/train_throughput.py --images ../shared/data/imagenet-sample-800
+    python benchmarks/train_throughput.py --images toconv/photos/images
     python benchmarks/train_throughput.py --images DIR --device cuda --encoder random-clip-l336
 
 ``--encoder random-clip-l336`` builds a randomly initialised CLIP ViT-L/14-336 (same shapes and

@@ -4,7 +4,7 @@ The model folder's ``config.json`` carries ``use_token_compression`` and the com
 (written by ``python -m llava_patch.train``); ``llava_patch.apply()`` must run before loading.
 
     python examples/llava_inference.py --model-path checkpoints/llava-v1.5-7b-toconv12 \\
-        --image ../shared/data/imagenet-sample-800/<file>.JPEG --prompt "What is in the image?"
+        --image toconv/photos/images/<file>.jpg --prompt "What is in the image?"
 
 For a stage-1 output folder (projector + compressor only) add ``--model-base lmsys/vicuna-7b-v1.5``.
 """

@@ -16,18 +16,19 @@ from toconv.bench.data import build_cache, load_cache, synthetic_features
 from toconv.bench.methods import list_methods
 from toconv.bench.report import write_report
 from toconv.bench.runner import load_checkpoints, run_benchmark
-
-DEFAULT_IMAGES = Path("../shared/data/imagenet-sample-800")
+from toconv.data import packaged_photos
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m toconv.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a few minutes: fewer steps and images")
     parser.add_argument("--cache", type=Path, help="feature cache folder with train/ and val/")
-    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES,
-                        help="image folder encoded into --cache-out when --cache is not given")
+    parser.add_argument("--images", type=Path, default=None,
+                        help="image folder encoded into --cache-out when --cache is not given "
+                             "(default: the 160 photos packaged with toconv)")
     parser.add_argument("--encoder", default="dinov2-s336", help="encoder preset or local CLIP folder")
-    parser.add_argument("--cache-out", type=Path, default=Path(".cache/features/dinov2-s336"))
+    parser.add_argument("--cache-out", type=Path, default=None,
+                        help="where --images is encoded (default .cache/features/<encoder>-<folder>)")
     parser.add_argument("--synthetic", action="store_true", help="generated smooth tokens (no images)")
     parser.add_argument("--out", type=Path, default=Path("reports/bench"))
     parser.add_argument("--output-grid-sizes", "--sizes", dest="output_grid_sizes", type=int, nargs="+",
@@ -58,7 +59,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif args.cache:
             features = load_cache(args.cache)
         else:
-            features = build_cache(args.encoder, args.images, args.cache_out, seed=args.seed)
+            images = packaged_photos() if args.images is None else args.images
+            folder = "photos" if args.images is None else images.resolve().name
+            cache_out = args.cache_out or Path(".cache/features") / f"{Path(args.encoder).name}-{folder}"
+            features = build_cache(args.encoder, images, cache_out, seed=args.seed)
         checkpoints = load_checkpoints(args.checkpoint, features)
         unknown = sorted(set(config.methods) - set(list_methods()))
         if unknown:
