@@ -277,7 +277,7 @@ def moment_preserving_rotation(z: Tensor, generator: torch.Generator) -> Callabl
     return rotate
 
 
-@register_method("control-rotated", seeded=True)
+@register_method("control-rotated")
 def _control_rotated(ctx: MethodContext) -> Method:
     compressor = ctx.trained("bench")[0]
     run = frozen(compressor)
@@ -289,7 +289,7 @@ def _control_rotated(ctx: MethodContext) -> Method:
                   geometry=ctx.geometry)
 
 
-@register_method("control-shuffled", seeded=True)
+@register_method("control-shuffled")
 def _control_shuffled(ctx: MethodContext) -> Method:
     compressor = ctx.trained("bench")[0]
     run, seed = frozen(compressor), ctx.method_seed

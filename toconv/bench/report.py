@@ -202,9 +202,9 @@ def markdown(report: dict[str, Any]) -> str:
               f"spread over {config['probe']['frechet_draws']} draws. Bilinear is an antialiased "
               "resize; keep-center keeps each ToConv RF's centre token (real tokens); ToMe tokens "
               "are matched to cells through the merge source map for the probes and readers. "
-              "Controls: control-rotated is toconv-rf rotated in its whitened token space (mean "
-              "and covariance kept), control-shuffled is toconv-rf with positions permuted per "
-              "image.", ""]
+              "Controls (built from the first seed's toconv-rf): control-rotated is toconv-rf "
+              "rotated in its whitened token space (mean and covariance kept), control-shuffled is "
+              "toconv-rf with positions permuted per image.", ""]
     return "\n".join(lines)
 
 
