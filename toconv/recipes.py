@@ -101,6 +101,9 @@ RECIPES: dict[str, Recipe] = {
     "bench-recon": _BENCH_ANCHORED.changed(wgan_weight=0.0),
     # The earlier bench recipe (plain rf design, compressor lr 3e-6, critic 0.1): barely moves.
     "bench-slow": _BENCH,
+    # The bench recipe from average pooling instead of the PCA start (the code a frozen reader
+    # of real tokens reads best among the starts; see the README's Results).
+    "bench-avg-start": _BENCH_ANCHORED.changed(init="avg"),
     "bench-global": _BENCH.changed(design="global", **{"decoder.num_layers": 1}),
     # The offline CPU quickstart: a small decoder and critic, few critic steps.
     "quickstart": Recipe(batch_size=16, n_critic=2, warmup_steps=16,
