@@ -158,6 +158,7 @@ def test_missing_packaged_photos_say_what_to_pass(monkeypatch, tmp_path):
 @pytest.mark.parametrize(("override", "fragment"), [
     ("data.val_size=0", "data.val_size: expected null or an integer >= 1, got 0"),
     ("training.plot_every_epochs=0", "training.plot_every_epochs: expected an integer >= 1"),
+    ("model.compressor.pin_pooling=-1", "model.compressor.pin_pooling: expected an integer >= 0"),
 ])
 def test_new_keys_are_checked(override, fragment):
     with pytest.raises(ConfigError, match=fragment):

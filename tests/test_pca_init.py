@@ -1,4 +1,5 @@
-"""pca_init_: moment matching, information kept, alignment with pooling, errors."""
+"""pca_init_: moment matching, information kept, alignment with pooling, the pooling-pinned
+variant, errors."""
 
 from __future__ import annotations
 
@@ -57,6 +58,24 @@ def test_keeps_more_than_average_pooling_and_stays_aligned_with_it(fitted) -> No
     assert centered.mean() > 0.6
 
 
+def test_pinned_start_is_pooling_in_the_top_directions_and_keeps_more_in_the_rest(fitted) -> None:
+    _, tokens = fitted
+    pinned = pca_init_(TokenCompressor(8, 4, 12), tokens, generator=torch.Generator().manual_seed(0),
+                       pin_pooling=4)
+    avg = TokenCompressor(8, 4, 12)
+    x = rearrange(tokens, "b n c -> (b n) c")
+    _, vectors = torch.linalg.eigh(torch.cov(x.T))
+    top, rest = vectors[:, -4:], vectors[:, :-4]
+    target = rearrange(gather_rf_tokens(tokens, pinned.rf), "b m r c -> (b m) (r c)")
+    with torch.no_grad():
+        z = rearrange(pinned(tokens), "b m c -> (b m) c")
+        z_avg = rearrange(avg(tokens), "b m c -> (b m) c")
+    torch.testing.assert_close(z @ top, z_avg @ top, atol=1e-4, rtol=0)  # what pooling says there
+    assert not torch.allclose(z @ rest, z_avg @ rest, atol=1e-2)
+    torch.testing.assert_close(torch.cov((z @ rest).T), torch.cov((x @ rest).T), atol=5e-3, rtol=1e-2)
+    assert linear_r2(z, target) > linear_r2(z_avg, target) + 0.02
+
+
 def test_refuses_what_it_cannot_fit() -> None:
     with pytest.raises(ValueError, match="out_dim == hidden_dim=12"):
         pca_init_(TokenCompressor(8, 4, 12, out_dim=6, init="random"), smooth_tokens(4, 8, 12))
@@ -64,3 +83,5 @@ def test_refuses_what_it_cannot_fit() -> None:
         pca_init_(TokenCompressor(8, 4, 12), smooth_tokens(4, 8, 10))
     with pytest.raises(ValueError, match="more than 12 full receptive fields"):
         pca_init_(TokenCompressor(8, 2, 12), smooth_tokens(2, 8, 12))  # 2 × 4 RFs
+    with pytest.raises(ValueError, match="pin_pooling: expected 0 to 11 pinned directions, got 12"):
+        pca_init_(TokenCompressor(8, 4, 12), smooth_tokens(64, 8, 12), pin_pooling=12)

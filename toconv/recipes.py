@@ -49,6 +49,9 @@ class Recipe:
     design: str = "rf"
     init: str = "pca"
     pca_images: int = 128
+    pin_pooling: int = 0
+    """Top principal directions of real tokens in which the ``pca`` start keeps average pooling
+    exactly (:func:`toconv.models.pca_init_`; 0: the plain PCA code)."""
     batch_size: int = 32
     steps: int | None = None
     n_critic: int = 5
@@ -104,6 +107,8 @@ RECIPES: dict[str, Recipe] = {
     # The bench recipe from average pooling instead of the PCA start (the code a frozen reader
     # of real tokens reads best among the starts; see the README's Results).
     "bench-avg-start": _BENCH_ANCHORED.changed(init="avg"),
+    # The bench recipe from the pooling-pinned PCA start (64 pinned directions).
+    "bench-pinned": _BENCH_ANCHORED.changed(pin_pooling=64),
     "bench-global": _BENCH.changed(design="global", **{"decoder.num_layers": 1}),
     # The offline CPU quickstart: a small decoder and critic, few critic steps.
     "quickstart": Recipe(batch_size=16, n_critic=2, warmup_steps=16,

@@ -77,7 +77,7 @@ class MethodContext:
     log: Callable[[str], None] = print
     seed: int | None = None
     _trained: dict[str, tuple[TokenCompressor, float, dict[str, float]]] = field(default_factory=dict)
-    _starts: dict[tuple[str, int], tuple[TokenCompressor, float]] = field(default_factory=dict)
+    _starts: dict[tuple[str, int, int], tuple[TokenCompressor, float]] = field(default_factory=dict)
 
     @property
     def method_seed(self) -> int:
@@ -99,11 +99,11 @@ class MethodContext:
         """The untrained start of recipe ``recipe_name`` at this seed (built once per kind of
         start and shared by every recipe that has it) and the seconds it took."""
         recipe = self.recipe(recipe_name)
-        key = (recipe.init, recipe.pca_images)
+        key = (recipe.init, recipe.pca_images, recipe.pin_pooling)
         if key not in self._starts:
             started = time.perf_counter()
             compressor = init_compressor(self.train[: recipe.pca_images], self.geometry.output_grid_size,
-                                         recipe.init, self.method_seed)
+                                         recipe.init, self.method_seed, recipe.pin_pooling)
             self._starts[key] = (compressor.eval(), time.perf_counter() - started)
         return self._starts[key]
 
@@ -215,13 +215,18 @@ def _keep_center(ctx: MethodContext) -> Method:
 
 
 # ----------------------------------------------------------------------------- learned
-@register_method("toconv-init", seeded=True)
-def _toconv_init(ctx: MethodContext) -> Method:
-    start, seconds = ctx.start()
-    ctx.log(f"  {ctx.recipe('bench').init} start {ctx.geometry.name} seed {ctx.method_seed} "
-            f"in {seconds:.0f} s")
-    return compressor_method("toconv-init", start, train_seconds=seconds, source="recipe bench (untrained)",
-                             geometry=ctx.geometry)
+def _start(name: str, recipe_name: str) -> None:
+    @register_method(name, seeded=True)
+    def build(ctx: MethodContext) -> Method:
+        start, seconds = ctx.start(recipe_name)
+        ctx.log(f"  {ctx.recipe(recipe_name).init} start of {recipe_name} {ctx.geometry.name} "
+                f"seed {ctx.method_seed} in {seconds:.0f} s")
+        return compressor_method(name, start, train_seconds=seconds,
+                                 source=f"recipe {recipe_name} (untrained)", geometry=ctx.geometry)
+
+
+_start("toconv-init", "bench")
+_start("toconv-pinned-init", "bench-pinned")
 
 
 def _toconv(name: str, recipe_name: str) -> None:
@@ -239,6 +244,7 @@ _toconv("toconv-global", "bench-global")
 _toconv("toconv-recon", "bench-recon")
 _toconv("toconv-rf-avg", "bench-avg-start")
 _toconv("toconv-rf-slow", "bench-slow")
+_toconv("toconv-rf-pinned", "bench-pinned")
 
 
 @register_method("unshuffle-linear", seeded=True)

@@ -108,6 +108,9 @@ def validate(cfg: DictConfig) -> None:
     for key in positive:
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"{key}: expected an integer >= 1, got {OmegaConf.select(cfg, key)}")
+    if cfg.model.compressor.pin_pooling < 0:
+        raise ConfigError(f"model.compressor.pin_pooling: expected an integer >= 0, got "
+                          f"{cfg.model.compressor.pin_pooling}")
     t = cfg.training
     if t.epochs < 1 and t.max_steps is None:
         raise ConfigError(f"training.epochs: expected >= 1 (or set training.max_steps), got {t.epochs}")

@@ -26,6 +26,7 @@ RECIPE_KEYS: dict[str, str] = {
     "model.design": "design",
     "model.compressor.init": "init",
     "model.compressor.pca_images": "pca_images",
+    "model.compressor.pin_pooling": "pin_pooling",
     **{f"model.decoder.{k}": f"decoder.{k}" for k in ("kind", "num_layers", "width", "num_heads")},
     **{f"model.critic.{k}": f"critic.{k}" for k in ("width", "depth", "dropout")},
     "loss.weights.ae": "ae_weight",
@@ -97,6 +98,9 @@ class CompressorSection:
     :func:`toconv.models.pca_init_`), ``avg`` (average pooling of each RF) or ``random``."""
     pca_images: int = _RECIPE.pca_images
     """Training images the ``pca`` initialisation is fitted on."""
+    pin_pooling: int = _RECIPE.pin_pooling
+    """Top principal directions of real tokens in which the ``pca`` start keeps average pooling
+    exactly (0: the plain PCA code; see :func:`toconv.models.pca_init_`)."""
 
 
 @dataclass

@@ -11,13 +11,23 @@ For full receptive fields with flattened tokens r ∈ R^{k²C}, the compressor i
 * Q: the rotation (orthogonal Procrustes) that brings these tokens closest to average pooling of
   the same RF, so each compressed token also *means* what a pooled token means.
 
+With ``pin_pooling=p`` the top-p principal directions of real tokens carry average pooling
+exactly (what a frozen reader of real tokens reads best), and the other C − p directions carry the
+moment-matched PCA code of what pooling leaves out of the RF:
+
+    z = μ_x + U Uᵀ (mean(r) − μ_x) + V Λ^{1/2} · Q · D_e^{-1/2} · P_eᵀ e(r)
+
+with U (C × p) and V, Λ the top and the remaining principal directions and variances of x, e(r)
+the RF minus its least-squares prediction from the pinned part, and P_e, D_e its top C − p
+principal directions and variances (Q again the Procrustes rotation towards pooling).
+
 Training then refines this starting point with the critic and the decoder.
 """
 
 from __future__ import annotations
 
 import torch
-from einops import rearrange, reduce
+from einops import rearrange, reduce, repeat
 from torch import Tensor
 
 from toconv.geometry import gather_rf_tokens
@@ -30,9 +40,53 @@ def _sym_power(cov: Tensor, power: float, eps: float = 1e-6) -> Tensor:
     return vectors @ torch.diag(values.clamp_min(eps) ** power) @ vectors.T
 
 
+def _top_components(centred: Tensor, count: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Top ``count`` principal directions (D, count) and standard deviations (count,) of (n, D)
+    centred rows, by a randomised low-rank SVD seeded from ``generator`` (the global random state
+    is left untouched)."""
+    svd_seed = int(torch.randint(2**62, (1,), generator=generator))
+    devices = [centred.device] if centred.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # svd_lowrank draws from the global generator
+        torch.manual_seed(svd_seed)
+        _, s, v = torch.svd_lowrank(centred, q=min(count + 16, centred.shape[1]), niter=3)
+    return v[:, :count], s[:count] / (len(centred) - 1) ** 0.5
+
+
+def _procrustes(target: Tensor, scores: Tensor) -> Tensor:
+    """The rotation Q maximising tr(Qᵀ E[target · scoresᵀ]) for (n, d) rows of both."""
+    u, _, vh = torch.linalg.svd(target.T @ scores)
+    return u @ vh
+
+
+def _pca_weight(centred: Tensor, pooled: Tensor, cov_x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """(C, k²C) map of the moment-matched, pooling-aligned PCA code of centred (n, k²C) RFs."""
+    c = cov_x.shape[0]
+    directions, std = _top_components(centred, c, generator)  # (k²C, C), (C,)
+    scores = centred @ directions / std  # whitened code, (n, C)
+    rotation = _procrustes(pooled @ _sym_power(cov_x, -0.5), scores)
+    return _sym_power(cov_x, 0.5) @ rotation @ torch.diag(1 / std) @ directions.T
+
+
+def _pinned_weight(centred: Tensor, pooled: Tensor, cov_x: Tensor, pinned: int,
+                   generator: torch.Generator | None) -> Tensor:
+    """(C, k²C) map: average pooling in the top-``pinned`` principal directions of real tokens,
+    the moment-matched PCA code of the RF's residual in the others (module docstring)."""
+    c, slots = cov_x.shape[0], centred.shape[1] // cov_x.shape[0]
+    values, vectors = torch.linalg.eigh(cov_x)  # ascending
+    top, rest = vectors[:, -pinned:], vectors[:, : c - pinned]
+    rest_var = values[: c - pinned].clamp_min(1e-6)
+    pool_top = repeat(top.T / slots, "p c -> p (r c)", r=slots)  # (p, k²C): Uᵀ · mean over the RF
+    kept = centred @ pool_top.T  # (n, p)
+    explained = torch.linalg.lstsq(kept, centred).solution  # (p, k²C)
+    directions, std = _top_components(centred - kept @ explained, c - pinned, generator)
+    residual_code = (directions.T - (directions.T @ pool_top.T) @ explained) / std[:, None]  # (C − p, k²C)
+    rotation = _procrustes(pooled @ rest / rest_var.sqrt(), centred @ residual_code.T)
+    return top @ pool_top + rest @ torch.diag(rest_var.sqrt()) @ rotation @ residual_code
+
+
 @torch.no_grad()
 def pca_init_(compressor: TokenCompressor, tokens: Tensor, max_samples: int = 16384,
-              generator: torch.Generator | None = None) -> TokenCompressor:
+              generator: torch.Generator | None = None, pin_pooling: int = 0) -> TokenCompressor:
     """Set ``compressor`` in place to the moment-matched, pooling-aligned PCA code of its RFs.
 
     Args:
@@ -41,6 +95,8 @@ def pca_init_(compressor: TokenCompressor, tokens: Tensor, max_samples: int = 16
         max_samples: full receptive fields used for the fit (randomly drawn when there are more).
         generator: CPU generator for that draw and for the randomised low-rank SVD (the global
             random state is left untouched, so the result depends only on the data and it).
+        pin_pooling: top principal directions of real tokens that keep average pooling exactly
+            (0: none, the plain PCA code), at most C − 1.
     Returns:
         the same compressor.
     """
@@ -51,6 +107,8 @@ def pca_init_(compressor: TokenCompressor, tokens: Tensor, max_samples: int = 16
     if tokens.ndim != 3 or tokens.shape[1:] != (compressor.num_input_tokens, cfg.hidden_dim):
         raise ValueError(f"expected tokens (B, {compressor.num_input_tokens}, {cfg.hidden_dim}), "
                          f"got {tuple(tokens.shape)}")
+    if not 0 <= pin_pooling < cfg.hidden_dim:
+        raise ValueError(f"pin_pooling: expected 0 to {cfg.hidden_dim - 1} pinned directions, got {pin_pooling}")
     rf, c, k = compressor.rf, cfg.hidden_dim, compressor.geometry.kernel_size
     x = tokens.float()
     full = rf.mask.all(dim=1).to(x.device)
@@ -63,20 +121,13 @@ def pca_init_(compressor: TokenCompressor, tokens: Tensor, max_samples: int = 16
                          f"pass more images")
     r = rearrange(windows, "n r c -> n (r c)")
     mu_r = r.mean(dim=0)
-    svd_seed = int(torch.randint(2**62, (1,), generator=generator))
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):  # svd_lowrank draws from the global generator
-        torch.manual_seed(svd_seed)
-        _, s, v = torch.svd_lowrank(r - mu_r, q=min(c + 16, r.shape[1]), niter=3)
-    directions, std = v[:, :c], s[:c] / (len(r) - 1) ** 0.5  # (k²C, C), (C,)
-    scores = (r - mu_r) @ directions / std  # whitened code, (n, C)
-
     flat = rearrange(x, "b n c -> (b n) c")
     mu_x, cov_x = flat.mean(dim=0), torch.cov(flat.T)
     pooled = reduce(windows, "n r c -> n c", "mean") - mu_x
-    # orthogonal Procrustes in whitened coordinates: Q = argmax tr(Qᵀ E[Σ^{-1/2} a · scoresᵀ])
-    u, _, vh = torch.linalg.svd((pooled @ _sym_power(cov_x, -0.5)).T @ scores)
-    weight = _sym_power(cov_x, 0.5) @ (u @ vh) @ torch.diag(1 / std) @ directions.T  # (C, k²C)
+    if pin_pooling:
+        weight = _pinned_weight(r - mu_r, pooled, cov_x, pin_pooling, generator)
+    else:
+        weight = _pca_weight(r - mu_r, pooled, cov_x, generator)
 
     conv = compressor.conv
     conv.weight.copy_(rearrange(weight, "o (dy dx c) -> o c dy dx", dy=k, dx=k))
@@ -85,9 +136,11 @@ def pca_init_(compressor: TokenCompressor, tokens: Tensor, max_samples: int = 16
     return compressor
 
 
-def init_compressor(tokens: Tensor, output_grid_size: int, init: str = "pca", seed: int = 0) -> TokenCompressor:
+def init_compressor(tokens: Tensor, output_grid_size: int, init: str = "pca", seed: int = 0,
+                    pin_pooling: int = 0) -> TokenCompressor:
     """The untrained compressor for (B, N, C) training tokens: ``pca`` (:func:`pca_init_`, fitted on
-    ``tokens`` with a generator seeded by ``seed``), ``avg`` (average pooling) or ``random``."""
+    ``tokens`` with a generator seeded by ``seed``, ``pin_pooling`` directions kept as average
+    pooling), ``avg`` (average pooling) or ``random``."""
     if init not in ("pca", "avg", "random"):
         raise ValueError(f"init must be 'pca', 'avg' or 'random', got {init!r}")
     _, n, dim = tokens.shape
@@ -97,5 +150,5 @@ def init_compressor(tokens: Tensor, output_grid_size: int, init: str = "pca", se
     compressor = TokenCompressor(side, output_grid_size, hidden_dim=dim,
                                  init="avg" if init == "pca" else init)
     if init == "pca":
-        pca_init_(compressor, tokens, generator=torch.Generator().manual_seed(seed))
+        pca_init_(compressor, tokens, generator=torch.Generator().manual_seed(seed), pin_pooling=pin_pooling)
     return compressor

@@ -150,7 +150,7 @@ class Trainer:
         count = min(c.pca_images, len(self.train_source))
         logger.info("fitting the PCA initialisation of the compressor on %d training images", count)
         return init_compressor(self.train_source.tokens(list(range(count))), c.output_grid_size,
-                               init="pca", seed=self.cfg.training.seed)
+                               init="pca", seed=self.cfg.training.seed, pin_pooling=c.pin_pooling)
 
     def _run_dir(self) -> Path:
         e, m = self.cfg.experiment, self.cfg.model
