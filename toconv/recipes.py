@@ -104,9 +104,6 @@ RECIPES: dict[str, Recipe] = {
     "bench-recon": _BENCH_ANCHORED.changed(wgan_weight=0.0),
     # The earlier bench recipe (plain rf design, compressor lr 3e-6, critic 0.1): barely moves.
     "bench-slow": _BENCH,
-    # The bench recipe from average pooling instead of the PCA start (the code a frozen reader
-    # of real tokens reads best among the starts; see the README's Results).
-    "bench-avg-start": _BENCH_ANCHORED.changed(init="avg"),
     # The bench recipe from the pooling-pinned PCA start (64 pinned directions).
     "bench-pinned": _BENCH_ANCHORED.changed(pin_pooling=64),
     "bench-global": _BENCH.changed(design="global", **{"decoder.num_layers": 1}),

@@ -242,8 +242,6 @@ def _toconv(name: str, recipe_name: str) -> None:
 _toconv("toconv-rf", "bench")
 _toconv("toconv-global", "bench-global")
 _toconv("toconv-recon", "bench-recon")
-_toconv("toconv-rf-avg", "bench-avg-start")
-_toconv("toconv-rf-slow", "bench-slow")
 _toconv("toconv-rf-pinned", "bench-pinned")
 
 
