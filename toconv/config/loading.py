@@ -13,7 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from toconv.config.presets import PRESETS
 from toconv.config.schema import ALIASES, CHOICES, RECIPE_KEYS, TrainConfig
-from toconv.data.photos import packaged_photos
+from toconv.data import photos
 from toconv.recipes import Recipe, get_recipe, list_recipes
 
 # ``${photos:}``: the photos shipped inside the package (the quickstart's image folder).
@@ -21,7 +21,21 @@ from toconv.recipes import Recipe, get_recipe, list_recipes
 # the old string-only API); LLaVA's environment has 2.3.
 _register = (OmegaConf.register_resolver if tuple(map(int, omegaconf_version.split(".")[:2])) >= (2, 4)
              else OmegaConf.register_new_resolver)
-_register("photos", lambda: str(packaged_photos()), replace=True)
+_register("photos", lambda: str(photos.packaged_photos()), replace=True)
+
+
+def run_name(prefix: str, _root_: DictConfig) -> str:
+    """``${run_name:PREFIX}``: ``PREFIX`` on the packaged photos (or when ``data.imagenet_root``
+    cannot be resolved: its own error follows), else ``PREFIX-<folder name>``, so a preset run on
+    another folder gets its own run folder."""
+    root = OmegaConf.select(_root_, "data.imagenet_root", throw_on_resolution_failure=False)
+    if root is None or Path(root).expanduser().resolve() == photos.PHOTOS_DIR.resolve():
+        return prefix
+    folder = Path(root).expanduser().resolve().name
+    return f"{prefix}-" + "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in folder)
+
+
+_register("run_name", run_name, replace=True)
 
 
 class ConfigError(ValueError):
