@@ -391,7 +391,7 @@ class SlotCompressor(nn.Module):
 
 
 @torch.no_grad()
-def init_slots(tokens: Tensor, output_grid_size: int, seed: int = 0, max_points: int = 32768,
+def init_slots(tokens: Tensor, output_grid_size: int, seed: int = 0, max_points: int = 16384,
                **config: Any) -> SlotCompressor:
     """The untrained compressor for (B, N, C) training tokens: its slot initialisation set to
     k-means centroids of the normalised tokens (at most ``max_points`` of them, drawn with a
