@@ -28,7 +28,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from toconv.integrations.towers import compress_patch_tokens, load_tower_compressor, tower_grid_side
-from toconv.models import TokenCompressor
+from toconv.models import TokenCompressor, load_compressor
 
 #: ``config.model_type`` -> (model class, processor class) in transformers.
 MODEL_CLASSES: dict[str, tuple[str, str]] = {
@@ -148,8 +148,8 @@ def compress_llava(model: nn.Module, compressor: TokenCompressor | str | Path,
         raise ValueError(f"{type(model).__name__} is already compressed by {current.compressor!r}; "
                          f"compressing it again with {compressor!r} would compress twice: call "
                          f"remove_compression(model) first")
-    if not isinstance(compressor, TokenCompressor):  # a checkpoint: checked below like any other
-        compressor = TokenCompressor.from_pretrained(compressor)
+    if not isinstance(compressor, nn.Module):  # a checkpoint (any family): checked below
+        compressor = load_compressor(compressor)
     _check_compressor(compressor, layout, type(model).__name__)
     n_out = compressor.geometry.output_grid_size
     sides = [layout.image_size] + (_processor_sides(processor) if processor is not None else [])

@@ -122,8 +122,8 @@ class SemanticVQ(nn.Module):
 
     Gradients pass straight through, with the commitment loss's added
     (:class:`_StraightThrough`). Codebooks follow exponential moving averages of the blocks
-    assigned to them, updated on training-mode forward passes that build a graph (not on the
-    critic's no-grad passes); a code whose share of the blocks falls below a tenth of uniform is
+    assigned to them, updated on training-mode forward passes whose tokens carry gradients (not
+    on the critic's no-grad passes, nor in a frozen compressor); a code whose share of the blocks falls below a tenth of uniform is
     restarted at a random block of the batch.
     """
 
@@ -152,7 +152,7 @@ class SemanticVQ(nn.Module):
         """(B, K, D) → (B, K, D) quantised."""
         parts = self._blocks(z)
         codes = self._nearest(parts.detach())
-        if self.training and torch.is_grad_enabled():
+        if self.training and z.requires_grad:
             self._update(parts.detach().float(), codes)
             codes = self._nearest(parts.detach())
         q = self.codebooks.to(z.dtype).gather(1, repeat(codes, "m n -> m n d", d=parts.shape[-1]))
