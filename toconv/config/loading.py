@@ -122,6 +122,7 @@ def validate(cfg: DictConfig) -> None:
     for key in positive:
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"{key}: expected an integer >= 1, got {OmegaConf.select(cfg, key)}")
+    _validate_family(cfg)
     if cfg.model.compressor.pin_pooling < 0:
         raise ConfigError(f"model.compressor.pin_pooling: expected an integer >= 0, got "
                           f"{cfg.model.compressor.pin_pooling}")
@@ -143,6 +144,25 @@ def validate(cfg: DictConfig) -> None:
     if cfg.data.imagenet_root is None:
         raise ConfigError("data.imagenet_root: expected a folder of images (ImageNet layout or plain), "
                           "got nothing; pass data.imagenet_root=PATH")
+
+
+def _validate_family(cfg: DictConfig) -> None:
+    """The compressor family exists, and the slots family goes with its design and starts."""
+    from toconv.models import list_families
+
+    c = cfg.model.compressor
+    if c.family not in list_families():
+        raise ConfigError(f"model.compressor.family: expected one of {', '.join(list_families())}, "
+                          f"got {c.family!r}")
+    slots = c.family == "slots"
+    if slots != (cfg.model.design == "slots"):
+        raise ConfigError(f"model.design: the slots design trains the slots family and only it; got "
+                          f"design {cfg.model.design!r} with family {c.family!r} (for slots: "
+                          f"recipe=slots model.compressor.family=slots)")
+    starts = ("kmeans", "random") if slots else ("avg", "random", "pca")
+    if c.init not in starts:
+        raise ConfigError(f"model.compressor.init: the {c.family} family starts from one of "
+                          f"{', '.join(starts)}, got {c.init!r}")
 
 
 def _split_recipe(items: Sequence[str]) -> tuple[str | None, list[str]]:

@@ -34,6 +34,16 @@ from toconv.models.registry import register_compressor, register_preset
 _EPS = 1e-8
 
 
+@dataclass(frozen=True)
+class SlotGeometry(ConvGeometry):
+    """The token counts of a slots compressor (N = input_grid_size² in, K = output_grid_size²
+    out), as the grid geometry with the same counts, which integrations and metrics read."""
+
+    def describe(self) -> str:
+        i, k = self.input_grid_size, self.num_outputs
+        return f"{i}×{i} → {k} slots (slot attention)"
+
+
 @dataclass
 class SlotConfig:
     """Everything needed to rebuild a :class:`SlotCompressor`; travels in checkpoint metadata.
@@ -67,9 +77,9 @@ class SlotConfig:
         self.geometry  # noqa: B018 -- validates the token counts
 
     @property
-    def geometry(self) -> ConvGeometry:
+    def geometry(self) -> SlotGeometry:
         """The grid geometry with the same token counts (N in, K out)."""
-        return resolve_geometry(self.input_grid_size, self.output_grid_size)
+        return SlotGeometry(**asdict(resolve_geometry(self.input_grid_size, self.output_grid_size)))
 
     @property
     def num_slots(self) -> int:

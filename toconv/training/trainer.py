@@ -25,7 +25,7 @@ from toconv.data import EpochBatches, ImageFolderDataset
 from toconv.data.images import num_val_images
 from toconv.encoders import FrozenEncoder, build_encoder, preset_token_shape
 from toconv.geometry import RFGeometry, resolve_geometry
-from toconv.models import TokenCompressor, init_compressor
+from toconv.models import SlotCompressor, TokenCompressor, init_compressor, init_slots
 from toconv.objective import CompressorObjective, make_optimizers, train_step
 from toconv.training import checkpoint
 from toconv.training.data import (
@@ -107,6 +107,7 @@ class Trainer:
         logger.info("run folder %s (%s)", self.run_dir, "resuming" if resuming else "new run")
         self._encoder: FrozenEncoder | None = None
         self.fit_pca = cfg.model.compressor.init == "pca" and not resuming
+        self.fit_kmeans = cfg.model.compressor.init == "kmeans" and not resuming
         self.train_source, self.val_source = self._sources()
         grid, hidden_dim = self._token_geometry()
         if cfg.model.compressor.input_grid_size != grid:
@@ -142,11 +143,13 @@ class Trainer:
         self.visualizations: dict[str, Path] = {}
 
     # ----------------------------------------------------------------------------- setup
-    def _initial_compressor(self, grid: int, hidden_dim: int) -> TokenCompressor:
+    def _initial_compressor(self, grid: int, hidden_dim: int) -> nn.Module:
         """The compressor's start (``model.compressor.init``; ``pca`` is fitted on the first
         ``model.compressor.pca_images`` training images, seeded by ``training.seed``). When
         resuming, the saved state replaces the weights and no start is fitted."""
         c = self.cfg.model.compressor
+        if c.family == "slots":
+            return self._initial_slots(grid, hidden_dim)
         if not self.fit_pca:
             init = "avg" if c.init == "pca" else c.init
             return TokenCompressor(grid, c.output_grid_size, hidden_dim=hidden_dim, init=init)
@@ -155,6 +158,18 @@ class Trainer:
         logger.info("fitting the PCA initialisation of the compressor on %d training images", count)
         return init_compressor(self.train_source.tokens(list(range(count))), c.output_grid_size,
                                init="pca", seed=self.cfg.training.seed, pin_pooling=c.pin_pooling)
+
+    def _initial_slots(self, grid: int, hidden_dim: int) -> SlotCompressor:
+        """The slots family's start: ``kmeans`` fitted on the first ``pca_images`` training images
+        (:func:`~toconv.models.init_slots`, seeded by ``training.seed``), or ``random`` (and when
+        resuming)."""
+        c = self.cfg.model.compressor
+        if not self.fit_kmeans:
+            return SlotCompressor(grid, c.output_grid_size, hidden_dim=hidden_dim)
+        count = min(c.pca_images, len(self.train_source))
+        logger.info("fitting the k-means start of the slots on %d training images", count)
+        return init_slots(self.train_source.tokens(list(range(count))), c.output_grid_size,
+                          seed=self.cfg.training.seed)
 
     def _run_dir(self) -> Path:
         e, m = self.cfg.experiment, self.cfg.model
