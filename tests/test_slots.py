@@ -190,8 +190,9 @@ def test_trainer_trains_the_slots_family(tmp_path: Path, tiny_clip_path: Path):
             "experiment.name=slots", "hardware.device=cpu", "recipe=slots",
             "model.compressor.output_grid_size=4", "training.max_steps=2", "training.batch_size=2",
             "model.critic.width=16"]
-    with pytest.raises(ConfigError, match="family=slots"):
-        load_config([*args, "model.compressor.family=partial_conv"])
+    with pytest.raises(ConfigError, match="recipe=slots"):
+        load_config([*args[:6], "model.compressor.family=slots"])
+    assert load_config(args).model.compressor.family == "slots"
     summary = main([*args, "model.compressor.family=slots"], progress=False)
     assert "16 slots" in summary["run"]["geometry"]
     model = load_compressor(tmp_path / "runs" / "slots" / "latest.safetensors")

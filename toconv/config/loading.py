@@ -158,7 +158,7 @@ def _validate_family(cfg: DictConfig) -> None:
     if slots != (cfg.model.design == "slots"):
         raise ConfigError(f"model.design: the slots design trains the slots family and only it; got "
                           f"design {cfg.model.design!r} with family {c.family!r} (for slots: "
-                          f"recipe=slots model.compressor.family=slots)")
+                          f"recipe=slots)")
     starts = ("kmeans", "random") if slots else ("avg", "random", "pca")
     if c.init not in starts:
         raise ConfigError(f"model.compressor.init: the {c.family} family starts from one of "
@@ -202,6 +202,8 @@ def load_config(overrides: Sequence[str] = (), preset: str | None = None) -> Dic
         while cause.__cause__ is not None or cause.__context__ is not None:
             cause = cause.__cause__ or cause.__context__
         raise ConfigError(f"{getattr(err, 'full_key', None) or 'interpolation'}: {cause}") from None
+    if cfg.model.compressor.family is None:
+        cfg.model.compressor.family = "slots" if cfg.model.design == "slots" else "partial_conv"
     validate(cfg)
     return cfg
 

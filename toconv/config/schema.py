@@ -91,9 +91,10 @@ class DataConfig:
 
 @dataclass
 class CompressorSection:
-    family: str = "partial_conv"
+    family: str | None = None
     """A registered compressor family: ``partial_conv`` or ``slots`` (slot attention; trains with
-    ``model.design=slots`` and ``init`` kmeans or random, e.g. ``recipe=slots``)."""
+    ``model.design=slots`` and ``init`` kmeans or random, as ``recipe=slots`` sets); null: the
+    design's family (slots for the slots design, else partial_conv)."""
     input_grid_size: int = 24
     output_grid_size: int = 12
     init: str = _RECIPE.init
