@@ -197,3 +197,19 @@ def test_trainer_trains_the_slots_family(tmp_path: Path, tiny_clip_path: Path):
     assert "16 slots" in summary["run"]["geometry"]
     model = load_compressor(tmp_path / "runs" / "slots" / "latest.safetensors")
     assert isinstance(model, SlotCompressor) and model.num_slots == 16
+
+
+@pytest.mark.parametrize("name", ["slots", "slots-vq"])
+def test_bench_rows_give_k_tokens_and_every_tokens_slot(name):
+    import toconv.bench.slot_methods  # noqa: F401  (registers the rows)
+    from toconv.bench.config import BenchConfig
+    from toconv.bench.methods import MethodContext, build_method, is_seeded
+    from toconv.geometry import resolve_geometry
+
+    train = _clustered(batch=20, side=6, dim=32)[0]  # 80 slot tokens fit 64 codes
+    config = BenchConfig(recipe_changes={"steps": 2, "batch_size": 4, "warmup_steps": 1})
+    method = build_method(name, MethodContext(train, resolve_geometry(6, 2), config, log=lambda _: None))
+    assert is_seeded(name) and method.learned and method.params > 0 and method.flops > 0
+    assert method.compress(train).shape == (20, 4, 32)
+    owner = method.assignments(train)
+    assert owner.shape == (20, 36) and owner.dtype == torch.long and 0 <= owner.min() <= owner.max() < 4
