@@ -213,3 +213,31 @@ def test_bench_rows_give_k_tokens_and_every_tokens_slot(name):
     assert method.compress(train).shape == (20, 4, 32)
     owner = method.assignments(train)
     assert owner.shape == (20, 36) and owner.dtype == torch.long and 0 <= owner.min() <= owner.max() < 4
+
+
+def test_fg_ari_matches_hand_computed_cases():
+    from toconv.bench.shapes import fg_ari, token_labels
+
+    truth = torch.tensor([[1, 1, 2, 2, 0, 0], [1, 1, 2, 2, 0, 0], [1, 1, 1, 2, 2, 0]])
+    pred = torch.tensor([[5, 5, 3, 3, 5, 3], [0, 1, 0, 1, 0, 0], [0, 0, 1, 1, 1, 1]])
+    # 1: a relabelling, the background ignored; 2: ARI([0,0,1,1], [0,1,0,1]) = -1/2;
+    # 3: same-pair counts: both 2, truth 4, pred 4 of C(5,2) = 10 pairs, so expected 4·4/10 = 1.6
+    #    and ARI = (2 − 1.6) / ((4 + 4)/2 − 1.6) = 1/6
+    assert torch.allclose(fg_ari(truth, pred), torch.tensor([1.0, -0.5, 1 / 6]))
+    masks = np.zeros((1, 4, 4), dtype=np.int64)
+    masks[0, :2, :2], masks[0, 2:, 2:] = 1, 2
+    assert token_labels(masks, grid=2).tolist() == [[1, 0, 0, 2]]
+
+
+def test_slot_plot_colours_every_token(tmp_path: Path):
+    from PIL import Image
+
+    from toconv.viz import plot_slot_assignments
+
+    photo = Image.new("RGB", (48, 48), "gray")
+    owner = torch.arange(16) // 4  # four horizontal bands of a 4x4 grid
+    out = plot_slot_assignments(photo, owner, tmp_path / "slots.png", title="bands")
+    pixels = np.asarray(Image.open(out))
+    assert pixels.shape == (48 + 24, 2 * 48 + 8, 3)
+    right = pixels[24:, 56:]
+    assert len({tuple(right[6 + 12 * i, 6]) for i in range(4)}) == 4  # one colour per band

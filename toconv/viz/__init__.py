@@ -2,5 +2,6 @@
 
 from toconv.viz.heatmap import plot_rf_heatmap
 from toconv.viz.rf_examples import RFExample, plot_rf_examples
+from toconv.viz.slots import plot_slot_assignments
 
-__all__ = ["RFExample", "plot_rf_examples", "plot_rf_heatmap"]
+__all__ = ["RFExample", "plot_rf_examples", "plot_rf_heatmap", "plot_slot_assignments"]
