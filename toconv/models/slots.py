@@ -16,6 +16,7 @@ against its own codebook (semantic vector quantisation, Wu, Lee and Ahn, arXiv:2
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -107,7 +108,7 @@ class SlotFields(RFGeometry):
     over them, (B, K, N). The grid fields of the same token counts (the parent's attributes) give
     the RF layout the trainer's reconstruction metrics read."""
 
-    masks: Any = None
+    masks: Callable[[Tensor], Tensor] | None = None
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -406,14 +407,15 @@ def init_slots(tokens: Tensor, output_grid_size: int, seed: int = 0, max_points:
     """The untrained compressor for (B, N, C) training tokens: its slot initialisation set to
     k-means centroids of the normalised tokens (at most ``max_points`` of them, drawn with a
     generator seeded by ``seed``) and, with VQ, its codebooks to k-means centroids of the start's
-    output blocks. ``config``: further :class:`SlotConfig` fields."""
+    output blocks. ``config``: further :class:`SlotConfig` fields. Fitted on, and returned on,
+    the tokens' device."""
     if tokens.ndim != 3:
         raise ValueError(f"expected tokens of shape (B, N, C), got {tuple(tokens.shape)}")
     _, n, dim = tokens.shape
     side = round(n**0.5)
     if side * side != n:
         raise ValueError(f"expected tokens of a square grid, got N={n}")
-    model = SlotCompressor(side, output_grid_size, hidden_dim=dim, **config).eval()
+    model = SlotCompressor(side, output_grid_size, hidden_dim=dim, **config).to(tokens.device).eval()
     generator = torch.Generator().manual_seed(seed)
     points = model.norm_input(rearrange(tokens.float(), "b n c -> (b n) c"))
     if len(points) > max_points:
