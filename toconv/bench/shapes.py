@@ -118,15 +118,27 @@ def encode(images: np.ndarray, batch_size: int = 16) -> Tensor:
     return torch.cat(out)
 
 
+def shape_tokens(count: int, cache: Path | None = None) -> tuple[Tensor, Tensor]:
+    """DINOv2-S tokens (count, 576, 384) and token labels (count, 576) of ``count`` shape images
+    (seed 0), read from / written to ``cache`` (a torch file) when given."""
+    if cache is not None and cache.is_file():
+        saved = torch.load(cache, weights_only=True)
+        if len(saved["tokens"]) >= count:
+            return saved["tokens"][:count], saved["labels"][:count]
+    images, masks = draw_shapes(count, seed=0)
+    tokens, labels = encode(images), token_labels(masks)
+    if cache is not None:
+        torch.save({"tokens": tokens, "labels": labels}, cache)
+    return tokens, labels
+
+
 def run(num_train: int = 256, num_val: int = 128, output_grid_size: int = 3, seeds: int = 3,
-        log=print) -> dict:
+        cache: Path | None = None, log=print) -> dict:
     """Draw, encode, fit and score (module docstring); returns per-method FG-ARI over seeds."""
     started = time.perf_counter()
-    images, masks = draw_shapes(num_train + num_val, seed=0)
-    tokens = encode(images)
-    truth = token_labels(masks[num_train:])
-    train, val = tokens[:num_train], tokens[num_train:]
-    log(f"drew and encoded {len(images)} images in {time.perf_counter() - started:.0f} s")
+    tokens, labels = shape_tokens(num_train + num_val, cache)
+    train, val, truth = tokens[:num_train], tokens[num_train:], labels[num_train:]
+    log(f"{len(tokens)} images' tokens in {time.perf_counter() - started:.0f} s")
     k = output_grid_size**2
     scores: dict[str, list[float]] = {"kmeans": [], "slots-start": [], "slots": []}
     seconds: list[float] = []
@@ -157,8 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--side", type=int, default=3, help="K = side² slots / clusters (default 3)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", type=Path, help="also write the result as JSON here")
+    parser.add_argument("--cache", type=Path, help="keep the encoded tokens in this file")
     args = parser.parse_args(argv)
-    result = run(args.train, args.val, args.side, args.seeds)
+    result = run(args.train, args.val, args.side, args.seeds, args.cache)
     for name, s in result["fg_ari"].items():
         print(f"{name:12s} FG-ARI {s['mean']:.3f} ± {s['std']:.3f}  (K={result['k']}, {args.seeds} seeds)")
     if args.out:

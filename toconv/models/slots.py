@@ -75,7 +75,7 @@ class SlotConfig:
         if self.cls_token and self.output_dim != self.hidden_dim:
             raise ValueError(f"cls_token=True passes the CLS token through unchanged, so out_dim "
                              f"must equal hidden_dim={self.hidden_dim}, got {self.out_dim}")
-        self.geometry  # noqa: B018 -- validates the token counts
+        resolve_geometry(self.input_grid_size, self.output_grid_size)  # raises for impossible counts
 
     @property
     def geometry(self) -> SlotGeometry:
