@@ -232,7 +232,7 @@ def test_fg_ari_matches_hand_computed_cases():
 def test_slot_plot_colours_every_token(tmp_path: Path):
     from PIL import Image
 
-    from toconv.viz import plot_slot_assignments
+    from toconv.viz.slots import plot_slot_assignments
 
     photo = Image.new("RGB", (48, 48), "gray")
     owner = torch.arange(16) // 4  # four horizontal bands of a 4x4 grid

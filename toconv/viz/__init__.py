@@ -2,6 +2,5 @@
 
 from toconv.viz.heatmap import plot_rf_heatmap
 from toconv.viz.rf_examples import RFExample, plot_rf_examples
-from toconv.viz.slots import plot_slot_assignments
 
-__all__ = ["RFExample", "plot_rf_examples", "plot_rf_heatmap", "plot_slot_assignments"]
+__all__ = ["RFExample", "plot_rf_examples", "plot_rf_heatmap"]
