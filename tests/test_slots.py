@@ -19,7 +19,7 @@ from toconv.models import (
     load_compressor,
 )
 from toconv.models.kmeans import kmeans
-from toconv.objective import CompressorObjective, build_design, train_slots
+from toconv.objective import CompressorObjective, build_design
 from toconv.objective.designs.slots import SlotBroadcastDecoder
 from toconv.recipes import get_recipe
 
@@ -165,15 +165,6 @@ def test_design_draws_reals_from_each_slots_mask(tokens):
         build_design("slots", create_compressor("24to12").rf)
 
 
-@pytest.mark.parametrize("recipe", ["slots", "slots-vq"])
-def test_train_slots_runs_the_recipe(tokens, recipe):
-    model, losses = train_slots(tokens, 2, recipe, seed=1,
-                                changes={"steps": 3, "batch_size": 2, "warmup_steps": 1},
-                                codebook_size=4, vq_blocks=4 if recipe == "slots-vq" else 0)
-    assert not model.training and {"loss", "reconstruction", "wasserstein"} <= set(losses)
-    assert ("vq_used" in losses) == (recipe == "slots-vq")
-
-
 def test_trainer_trains_the_slots_family(tmp_path: Path, tiny_clip_path: Path):
     pytest.importorskip("omegaconf", reason="the trainer needs the train extra")
     pytest.importorskip("tensorboard", reason="the trainer needs the train extra")
@@ -210,6 +201,8 @@ def test_bench_rows_give_k_tokens_and_every_tokens_slot(name):
     config = BenchConfig(recipe_changes={"steps": 2, "batch_size": 4, "warmup_steps": 1})
     method = build_method(name, MethodContext(train, resolve_geometry(6, 2), config, log=lambda _: None))
     assert is_seeded(name) and method.learned and method.params > 0 and method.flops > 0
+    assert {"loss", "reconstruction", "wasserstein"} <= set(method.history)
+    assert ("vq_used" in method.history) == (name == "slots-vq")  # train_slots reports usage
     assert method.compress(train).shape == (20, 4, 32)
     owner = method.assignments(train)
     assert owner.shape == (20, 36) and owner.dtype == torch.long and 0 <= owner.min() <= owner.max() < 4
