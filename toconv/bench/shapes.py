@@ -15,6 +15,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -133,7 +134,7 @@ def shape_tokens(count: int, cache: Path | None = None) -> tuple[Tensor, Tensor]
 
 
 def run(num_train: int = 256, num_val: int = 128, output_grid_size: int = 3, seeds: int = 3,
-        cache: Path | None = None, log=print) -> dict:
+        cache: Path | None = None, log: Callable[[str], None] = print) -> dict:
     """Draw, encode, fit and score (module docstring); returns per-method FG-ARI over seeds."""
     started = time.perf_counter()
     tokens, labels = shape_tokens(num_train + num_val, cache)
