@@ -134,8 +134,9 @@ def shape_tokens(count: int, cache: Path | None = None) -> tuple[Tensor, Tensor]
 
 
 def run(num_train: int = 256, num_val: int = 128, output_grid_size: int = 3, seeds: int = 3,
-        cache: Path | None = None, log: Callable[[str], None] = print) -> dict:
-    """Draw, encode, fit and score (module docstring); returns per-method FG-ARI over seeds."""
+        cache: Path | None = None, first_seed: int = 0, log: Callable[[str], None] = print) -> dict:
+    """Draw, encode, fit and score (module docstring) at seeds ``first_seed, first_seed + 1, …``;
+    returns per-method FG-ARI over the seeds."""
     started = time.perf_counter()
     tokens, labels = shape_tokens(num_train + num_val, cache)
     train, val, truth = tokens[:num_train], tokens[num_train:], labels[num_train:]
@@ -143,7 +144,7 @@ def run(num_train: int = 256, num_val: int = 128, output_grid_size: int = 3, see
     k = output_grid_size**2
     scores: dict[str, list[float]] = {"kmeans": [], "slots-start": [], "slots": []}
     seconds: list[float] = []
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         _, labels = kmeans(val, k, generator=torch.Generator().manual_seed(seed))
         scores["kmeans"].append(float(fg_ari(truth, labels).mean()))
         with torch.no_grad():
@@ -169,10 +170,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val", type=int, default=128, help="scored images (default 128)")
     parser.add_argument("--side", type=int, default=3, help="K = side² slots / clusters (default 3)")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0, help="the first seed")
     parser.add_argument("--out", type=Path, help="also write the result as JSON here")
     parser.add_argument("--cache", type=Path, help="keep the encoded tokens in this file")
     args = parser.parse_args(argv)
-    result = run(args.train, args.val, args.side, args.seeds, args.cache)
+    result = run(args.train, args.val, args.side, args.seeds, args.cache, args.seed)
     for name, s in result["fg_ari"].items():
         print(f"{name:12s} FG-ARI {s['mean']:.3f} ± {s['std']:.3f}  (K={result['k']}, {args.seeds} seeds)")
     if args.out:
