@@ -71,9 +71,10 @@ def test_kmeans_start_keeps_each_cluster_in_one_slot(tokens):
         assert len(pairs) == len(set(labels[b].tolist()))  # one slot per cluster
 
 
-def test_kmeans_recovers_separated_clusters():
+@pytest.mark.parametrize("plus_plus", [False, True])
+def test_kmeans_recovers_separated_clusters(plus_plus):
     points, labels = _clustered(batch=3, groups=3, seed=2)
-    _, found = kmeans(points, 3, generator=torch.Generator().manual_seed(0))
+    _, found = kmeans(points, 3, generator=torch.Generator().manual_seed(0), plus_plus=plus_plus)
     for b in range(3):
         assert len(set(zip(labels[b].tolist(), found[b].tolist(), strict=True))) == len(set(labels[b].tolist()))
 

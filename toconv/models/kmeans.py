@@ -14,13 +14,28 @@ def _sq_distances(points: Tensor, centroids: Tensor) -> Tensor:
             + rearrange(centroids.pow(2).sum(-1), "b k -> b 1 k"))
 
 
+def _plus_plus(x: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
+    """(B, k, D) k-means++ centres of (B, P, D) points."""
+    rows = torch.arange(x.shape[0], device=x.device)
+    first = torch.randint(x.shape[1], (x.shape[0],), generator=generator).to(x.device)
+    centroids = x[rows, first][:, None]
+    nearest = _sq_distances(x, centroids)[..., 0]
+    for _ in range(k - 1):
+        pick = torch.multinomial(nearest.cpu().clamp_min(0) + 1e-12, 1, generator=generator)[:, 0].to(x.device)
+        chosen = x[rows, pick][:, None]
+        centroids = torch.cat([centroids, chosen], dim=1)
+        nearest = torch.minimum(nearest, _sq_distances(x, chosen)[..., 0])
+    return centroids
+
+
 @torch.no_grad()
-def kmeans(points: Tensor, k: int, iterations: int = 20,
-           generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def kmeans(points: Tensor, k: int, iterations: int = 20, generator: torch.Generator | None = None,
+           plus_plus: bool = False) -> tuple[Tensor, Tensor]:
     """k-means of each of B independent point sets, all at once.
 
-    Starts from k distinct points drawn at random per set; a cluster that empties is moved to the
-    point farthest from its centroid.
+    Starts from k distinct points drawn at random per set, or with ``plus_plus`` from k-means++
+    (each next centre drawn in proportion to its squared distance from the chosen ones); a cluster
+    that empties is moved to the point farthest from its centroid.
 
     Args:
         points: (B, P, D) with P ≥ k.
@@ -34,8 +49,9 @@ def kmeans(points: Tensor, k: int, iterations: int = 20,
     if not 1 <= k <= p:
         raise ValueError(f"k-means needs 1 <= k <= {p} (the points per set), got k={k}")
     x = points.float()
-    start = torch.rand(b, p, generator=generator).argsort(dim=1)[:, :k].to(x.device)
-    centroids = x.gather(1, rearrange(start, "b k -> b k 1").expand(-1, -1, x.shape[-1]))
+    centroids = _plus_plus(x, k, generator) if plus_plus else x.gather(
+        1, rearrange(torch.rand(b, p, generator=generator).argsort(dim=1)[:, :k].to(x.device),
+                     "b k -> b k 1").expand(-1, -1, x.shape[-1]))
     for _ in range(iterations):
         dist = _sq_distances(x, centroids)
         labels = dist.argmin(dim=-1)
