@@ -32,7 +32,8 @@ CLIP_SIZE, CLIP_PATCH, SIGLIP_SIZE, SIGLIP_PATCH = 48, 2, 223, 8
 
 
 def tokenizer() -> Any:
-    """A word-level fast tokenizer over :data:`VOCAB` (64 ids) with ``<image>`` and ``<video>``."""
+    """A word-level fast tokenizer over :data:`VOCAB` (64 ids) with ``<image>`` and ``<video>``;
+    like LLaVA's own tokenizers it returns no ``token_type_ids`` (4.x ``generate`` refuses them)."""
     import transformers
     from tokenizers import Tokenizer, models, pre_tokenizers
 
@@ -40,7 +41,8 @@ def tokenizer() -> Any:
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return transformers.PreTrainedTokenizerFast(
         tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
-        eos_token="</s>", additional_special_tokens=["<image>", "<video>"])
+        eos_token="</s>", additional_special_tokens=["<image>", "<video>"],
+        model_input_names=["input_ids", "attention_mask"])  # no token_type_ids, as LLaVA's own
 
 
 def vision_config(tower: str = "clip") -> dict[str, Any]:
