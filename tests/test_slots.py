@@ -43,7 +43,10 @@ def test_registered_with_presets_and_deterministic_in_eval(tokens, device):
     assert create_compressor("dinov2-s336-slots64").num_slots == 64
     assert create_compressor("siglip-384-slots81").config.input_grid_size == 27
     model = init_slots(tokens, 2, seed=3).to(device)
+    torch.manual_seed(123)  # the global random state does not matter
     again = init_slots(tokens, 2, seed=3).to(device)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 again.state_dict().values(), strict=True))
     x = tokens.to(device)
     with torch.no_grad():
         z = model(x)

@@ -408,14 +408,18 @@ def init_slots(tokens: Tensor, output_grid_size: int, seed: int = 0, max_points:
     k-means centroids of the normalised tokens (at most ``max_points`` of them, drawn with a
     generator seeded by ``seed``) and, with VQ, its codebooks to k-means centroids of the start's
     output blocks. ``config``: further :class:`SlotConfig` fields. Fitted on, and returned on,
-    the tokens' device."""
+    the tokens' device; the result depends on ``tokens`` and ``seed`` only (the global random
+    state is left untouched)."""
     if tokens.ndim != 3:
         raise ValueError(f"expected tokens of shape (B, N, C), got {tuple(tokens.shape)}")
     _, n, dim = tokens.shape
     side = round(n**0.5)
     if side * side != n:
         raise ValueError(f"expected tokens of a square grid, got N={n}")
-    model = SlotCompressor(side, output_grid_size, hidden_dim=dim, **config).to(tokens.device).eval()
+    with torch.random.fork_rng(devices=[]):  # the weights k-means does not set depend on seed only
+        torch.manual_seed(seed)
+        model = SlotCompressor(side, output_grid_size, hidden_dim=dim, **config)
+    model = model.to(tokens.device).eval()
     generator = torch.Generator().manual_seed(seed)
     points = model.norm_input(rearrange(tokens.float(), "b n c -> (b n) c"))
     if len(points) > max_points:

@@ -56,6 +56,7 @@ def plot_slot_assignments(photo: Image.Image, assignments: Tensor, path: str | P
 
 
 def main(argv: list[str] | None = None) -> None:
+    from toconv.data import FeatureCache
     from toconv.data.photos import packaged_photos
     from toconv.encoders import build_encoder
     from toconv.encoders.base import resize_center_crop
@@ -68,6 +69,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="a slots checkpoint for dinov2-s336 tokens; default: train one "
                              "(recipe slots, seed 0) on the packaged photos")
     parser.add_argument("--side", type=int, default=8, help="K = side² slots when training")
+    parser.add_argument("--cache", type=Path,
+                        help="train on the first 160 training images of this dinov2-s336 feature "
+                             "cache folder (holding train/) instead of encoding the packaged photos")
     parser.add_argument("--out", type=Path, default=Path("slots.png"))
     args = parser.parse_args(argv)
     encoder = build_encoder("dinov2-s336", device="cpu")
@@ -79,11 +83,15 @@ def main(argv: list[str] | None = None) -> None:
         model = load_compressor(args.checkpoint).eval()
         source = str(args.checkpoint)
     else:
-        files = sorted(packaged_photos().glob("*.jpg"))
-        tokens = torch.cat([encoder([Image.open(f) for f in files[i: i + 16]]).patch_tokens.float()
-                            for i in range(0, len(files), 16)])
+        if args.cache:
+            tokens = FeatureCache(args.cache / "train").all_tokens()[:160]
+            source = f"recipe slots on {len(tokens)} cached images"
+        else:
+            files = sorted(packaged_photos().glob("*.jpg"))
+            tokens = torch.cat([encoder([Image.open(f) for f in files[i: i + 16]]).patch_tokens.float()
+                                for i in range(0, len(files), 16)])
+            source = f"recipe slots on the {len(files)} packaged photos"
         model, _ = train_slots(tokens, args.side, "slots", seed=0)
-        source = f"recipe slots on the {len(files)} packaged photos"
     with torch.no_grad():
         owner = model.assignments(encoder([photo]).patch_tokens.float())[0]
     used = int(owner.unique().numel())
