@@ -50,8 +50,12 @@ class Recipe:
     init: str = "pca"
     pca_images: int = 128
     pin_pooling: int = 0
-    """Top principal directions of real tokens in which the ``pca`` start keeps average pooling
-    exactly (:func:`toconv.models.pca_init_`; 0: the plain PCA code)."""
+    """Top principal directions of real tokens in which the ``pca`` start keeps average pooling of
+    the grid cell exactly (:func:`toconv.models.pca_init_`; 0: the plain PCA code; values above
+    the token width C pin all C, i.e. average pooling)."""
+    freeze_pinned: bool = True
+    """With a pinned start, training moves only the residual code: the pinned directions' part of
+    the compressor's output stays the start's (no effect without pinning)."""
     batch_size: int = 32
     steps: int | None = None
     n_critic: int = 5
@@ -63,7 +67,12 @@ class Recipe:
     grad_clip: float | None = 1.0
     ae_weight: float = 1.0
     wgan_weight: float = 0.1
+    adversarial_loss: str = "wgan-gp"
+    """The critic's loss: ``wgan-gp`` (Wasserstein) or ``hinge``."""
     lambda_gp: float = 10.0
+    """Gradient-penalty weight of the critic (0: none)."""
+    r1_weight: float = 0.0
+    """γ of the R1 penalty γ/2·E‖∇D(real)‖² on the critic (0: none)."""
     critic: CriticSpec = field(default_factory=CriticSpec)
     decoder: DecoderSpec = field(default_factory=DecoderSpec)
 
