@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from einops import repeat
+from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from toconv.bench.config import BenchConfig
@@ -41,14 +41,14 @@ class Method:
     Attributes:
         name: short id used in tables and JSON.
         compress: (B, N, C) → (B, M, C).
-        rf_tokens: (B, N, C) → (B, M, C) tokens aligned with the RFs (token m describes RF m);
-            ``compress`` itself for every method whose output is a grid.
         params: learned parameters.
         flops: analytic floating-point operations per image (multiply-add = 2).
         train_seconds: wall time of training (0 for fixed methods).
         source: where a learned method comes from (recipe name or checkpoint path).
-        geometry: the windows the tokens sit at (their centres are the positions a position-aware
-            reader gets); None: the grid cells (average-pooling windows).
+        assignments: (B, N, C) → (B, N) long, the compressed token that covers each original token
+            (ToMe's merge map, a slot's mask); None: the grid cell of a grid method.
+        transform: applied to a whole split's (n, M, C) compressed tokens after ``compress`` (the
+            rotated control fits its moments to the tokens it is scored on); None: nothing.
     """
 
     name: str
@@ -56,14 +56,11 @@ class Method:
     params: int = 0
     flops: int = 0
     learned: bool = False
-    rf_tokens: Reducer | None = None
     train_seconds: float = 0.0
     history: dict[str, float] | None = None
     source: str | None = None
-    geometry: ConvGeometry | None = None
-
-    def aligned(self, x: Tensor) -> Tensor:
-        return (self.rf_tokens or self.compress)(x)
+    assignments: Reducer | None = None
+    transform: Reducer | None = None
 
 
 @dataclass
@@ -198,20 +195,15 @@ def _bilinear(ctx: MethodContext) -> Method:
 
 @register_method("tome")
 def _tome(ctx: MethodContext) -> Method:
-    m, center = ctx.geometry.num_outputs, rf_center_indices(ctx.rf)
-
-    def aligned(x: Tensor) -> Tensor:
-        merged, source = tome_merge(x, m)
-        return merged.gather(1, repeat(source[:, center.to(x.device)], "b m -> b m c", c=x.shape[-1]))
-
+    m = ctx.geometry.num_outputs
     return Method("tome", lambda x: tome_merge(x, m)[0], flops=tome_flops(ctx.geometry.num_inputs, m, ctx.dim),
-                  rf_tokens=aligned, geometry=ctx.geometry)
+                  assignments=lambda x: tome_merge(x, m)[1])
 
 
 @register_method("keep-center")
 def _keep_center(ctx: MethodContext) -> Method:
     center = rf_center_indices(ctx.rf)
-    return Method("keep-center", lambda x: x[:, center.to(x.device)], geometry=ctx.geometry)
+    return Method("keep-center", lambda x: x[:, center.to(x.device)])
 
 
 # ----------------------------------------------------------------------------- learned
@@ -222,7 +214,7 @@ def _start(name: str, recipe_name: str) -> None:
         ctx.log(f"  {ctx.recipe(recipe_name).init} start of {recipe_name} {ctx.geometry.name} "
                 f"seed {ctx.method_seed} in {seconds:.0f} s")
         return compressor_method(name, start, train_seconds=seconds,
-                                 source=f"recipe {recipe_name} (untrained)", geometry=ctx.geometry)
+                                 source=f"recipe {recipe_name} (untrained)")
 
 
 _start("toconv-init", "bench")
@@ -259,7 +251,7 @@ def _toconv(name: str, recipe_name: str) -> None:
         ctx.log(f"  trained {name} {ctx.geometry.name} seed {ctx.method_seed} in {seconds:.0f} s: "
                 f"{history}")
         return compressor_method(name, compressor, train_seconds=seconds, history=history,
-                                 source=f"recipe {recipe_name}", geometry=ctx.geometry)
+                                 source=f"recipe {recipe_name}")
 
 
 _toconv("toconv-rf", "bench")
@@ -284,43 +276,35 @@ def _unshuffle(ctx: MethodContext) -> Method | None:
 
 
 # ----------------------------------------------------------------------------- negative controls
-def _apply(fn: Reducer, x: Tensor, chunk: int = 64) -> Tensor:
-    return torch.cat([fn(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
-
-
-def moment_preserving_rotation(z: Tensor, generator: torch.Generator) -> Callable[[Tensor], Tensor]:
-    """A random rotation in the whitened space of (S, C) tokens ``z``: the map
-    ``μ + Σ^½ Q Σ^-½ (t − μ)`` keeps their mean and covariance and scrambles what each direction
-    means. Returns the map for (..., C) tokens."""
-    z = z.double()
-    mu, cov = z.mean(0), torch.cov(z.T)
+def moment_preserving_rotation(z: Tensor, generator: torch.Generator) -> Tensor:
+    """(S, C) tokens rotated at random in their own whitened space: ``μ + Σ^½ Q Σ^-½ (z − μ)``
+    with the mean μ and covariance Σ of ``z`` itself, so the result keeps both exactly and
+    scrambles what each direction means. Q is drawn from ``generator`` (Haar)."""
+    x = z.double()
+    mu, cov = x.mean(0), torch.cov(x.T)
     values, vectors = torch.linalg.eigh(cov)
     values = values.clamp_min(values.max() * 1e-9)
     root, inv_root = (vectors * values.sqrt()) @ vectors.T, (vectors / values.sqrt()) @ vectors.T
     q, r = torch.linalg.qr(torch.randn(z.shape[1], z.shape[1], generator=generator, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))  # Haar-distributed
-    matrix = root @ q @ inv_root
-
-    def rotate(t: Tensor) -> Tensor:
-        out = (t.double() - mu.to(t.device)) @ matrix.T.to(t.device) + mu.to(t.device)
-        return out.to(t.dtype)
-
-    return rotate
+    q = q * torch.sign(torch.diagonal(r))
+    matrix = (root @ q.to(x.device) @ inv_root).T
+    return ((x - mu) @ matrix + mu).to(z.dtype)
 
 
-@register_method("control-rotated")
+@register_method("control-rotated", seeded=True)
 def _control_rotated(ctx: MethodContext) -> Method:
-    compressor = ctx.trained("bench")[0]
-    run = frozen(compressor)
-    with torch.no_grad():
-        tokens = _apply(run, ctx.train).flatten(0, 1)
-    rotate = moment_preserving_rotation(tokens, torch.Generator().manual_seed(ctx.method_seed))
-    return Method("control-rotated", lambda x: rotate(run(x)), n_params(compressor),
-                  compressor_flops(compressor), source="toconv-rf, rotated in whitened space",
-                  geometry=ctx.geometry)
+    compressor, seed = ctx.trained("bench")[0], ctx.method_seed
+
+    def rotate(z: Tensor) -> Tensor:  # the same Q on every split, fitted to that split's moments
+        return rearrange(moment_preserving_rotation(rearrange(z, "n m c -> (n m) c"),
+                                                    torch.Generator().manual_seed(seed)),
+                         "(n m) c -> n m c", n=z.shape[0])
+
+    return Method("control-rotated", frozen(compressor), n_params(compressor), compressor_flops(compressor),
+                  source="toconv-rf, rotated in the whitened space of the tokens scored", transform=rotate)
 
 
-@register_method("control-shuffled")
+@register_method("control-shuffled", seeded=True)
 def _control_shuffled(ctx: MethodContext) -> Method:
     compressor = ctx.trained("bench")[0]
     run, seed = frozen(compressor), ctx.method_seed
@@ -332,7 +316,7 @@ def _control_shuffled(ctx: MethodContext) -> Method:
         return z.gather(1, repeat(order, "b m -> b m c", c=z.shape[-1]))
 
     return Method("control-shuffled", shuffled, n_params(compressor), compressor_flops(compressor),
-                  source="toconv-rf, positions permuted per image", geometry=ctx.geometry)
+                  source="toconv-rf, positions permuted per image")
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -358,5 +342,4 @@ def load_checkpoint(path: str | Path, input_grid_size: int, hidden_dim: int) -> 
 
 
 def checkpoint_method(path: str | Path, compressor: TokenCompressor) -> Method:
-    return compressor_method(checkpoint_name(Path(path)), compressor, source=str(path),
-                             geometry=compressor.geometry)
+    return compressor_method(checkpoint_name(Path(path)), compressor, source=str(path))

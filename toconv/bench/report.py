@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
-COLUMNS = ("size", "method", "tokens", "info R² (grid)", "R² linear (diag.)", "reader acc",
-           "reader CE", "position acc", "Fréchet", "sliced W2", "plug-in cos", "params", "MFLOPs/img",
-           "CPU ms/img", "% encoder")
+from toconv.bench.runner import CONTROLS
 
-#: The proxies every run checks against the negative controls: (label, key path, higher is better).
-PROXIES: tuple[tuple[str, tuple[str, ...], bool], ...] = (
-    ("info R² (grid)", ("information", "r2"), True),
-    ("R² linear", ("information_linear", "r2"), True),
-    ("reader acc", ("reader", "rf_accuracy"), True),
-    ("reader CE", ("reader", "rf_cross_entropy"), False),
-    ("position acc", ("position_reader", "accuracy"), True),
-    ("Fréchet", ("frechet",), False),
-    ("plug-in cos", ("plug_in", "centered_cosine"), True),
-)
-CONTROLS = ("control-rotated", "control-shuffled")
+#: Table columns: (label, metric key, digits).
+FIGURES: tuple[tuple[str, str, int], ...] = (
+    ("information", "information", 3), ("of ceiling", "information_ceiling", 3),
+    ("reader linear", "reader_linear", 3), ("reader MLP", "reader_mlp", 3),
+    ("reader trained", "reader_trained", 3), ("Fréchet", "frechet", 2))
+READERS = (("reader_linear", "frozen linear reader"), ("reader_mlp", "frozen MLP reader"),
+           ("reader_trained", "trained reader"))
 
 
 def size_label(block: dict[str, Any]) -> str:
@@ -29,30 +24,10 @@ def size_label(block: dict[str, Any]) -> str:
     return f"{g['input_grid_size']}→{g['output_grid_size']}"
 
 
-def value(m: dict[str, Any], path: tuple[str, ...]) -> float:
-    for key in path:
-        m = m[key]
-    return float(m)
-
-
-def spread(m: dict[str, Any], path: tuple[str, ...]) -> float:
-    """Seed std of a figure (0 for a method without seeds)."""
-    return value(m["std"], path) if "std" in m else 0.0
-
-
-def _fmt(m: dict[str, Any], path: tuple[str, ...], digits: int = 3) -> str:
-    text = f"{value(m, path):.{digits}f}"
-    return f"{text} ± {spread(m, path):.{digits}f}" if "std" in m else text
-
-
-def _row(label: str, name: str, m: dict[str, Any], encoder_ms: float | None) -> list[str]:
-    share = f"{100 * m['cpu_ms_per_image'] / encoder_ms:.2f}" if encoder_ms else "n/a"
-    reader = f"{_fmt(m, ('reader', 'rf_cross_entropy'), 2)} (floor {m['reader']['rf_entropy_floor']:.2f})"
-    return [label, name, str(m["tokens"]), _fmt(m, ("information", "r2")),
-            _fmt(m, ("information_linear", "r2")), _fmt(m, ("reader", "rf_accuracy")), reader,
-            _fmt(m, ("position_reader", "accuracy")), _fmt(m, ("frechet",), 2),
-            _fmt(m, ("sliced_wasserstein",), 4), _fmt(m, ("plug_in", "centered_cosine")),
-            f"{m['params']:,}", f"{m['mflops_per_image']:.1f}", f"{m['cpu_ms_per_image']:.3f}", share]
+def _fmt(figure: dict[str, Any], digits: int) -> str:
+    if figure["mean"] is None:
+        return "too few tokens"
+    return f"{figure['mean']:.{digits}f} ± {figure['std']:.{digits}f}"
 
 
 def _table(header: list[str] | tuple[str, ...], rows: list[list[str]]) -> list[str]:
@@ -60,112 +35,106 @@ def _table(header: list[str] | tuple[str, ...], rows: list[list[str]]) -> list[s
             *("| " + " | ".join(r) + " |" for r in rows)]
 
 
-def compare(a: dict[str, Any], b: dict[str, Any], path: tuple[str, ...], higher: bool,
-            floor_std: float = 0.0) -> tuple[float, str]:
-    """Difference ``a − b`` of one figure and its verdict for ``a``: ``better``/``worse`` only
-    beyond 2 std of the difference (seed spreads combined; for Fréchet at least the floor's split
-    spread), else ``none``."""
-    diff = value(a, path) - value(b, path)
-    noise = 2 * max((spread(a, path) ** 2 + spread(b, path) ** 2) ** 0.5,
-                    floor_std if path == ("frechet",) else 0.0)
-    if abs(diff) <= noise:
-        return diff, "none"
-    return diff, "better" if (diff > 0) == higher else "worse"
+def verdict(block: dict[str, Any], method: str, against: str, metric: str) -> dict[str, Any] | None:
+    for v in block["verdicts"]:
+        if (v["method"], v["against"], v["metric"]) == (method, against, metric):
+            return v
+    return None
 
 
-def verdicts(block: dict[str, Any]) -> list[str]:
-    """Markdown lines: the issue's checks of toconv-rf at one size, and the controls' check."""
-    methods, floor_std = block["methods"], block["reference"]["frechet_draw_std"]
-    if "toconv-rf" not in methods:
-        return []
-    rf = methods["toconv-rf"]
-    lines = []
-    for other in ("avg-pool", "toconv-init"):
-        if other not in methods:
-            continue
-        parts = []
-        for label, path, higher in PROXIES:
-            diff, word = compare(rf, methods[other], path, higher, floor_std)
-            parts.append(f"{label} {diff:+.3f} ({word})")
-        lines.append(f"* toconv-rf − {other}: " + "; ".join(parts) + ".")
-    blind = []
-    if all(c in methods for c in CONTROLS):
-        for label, path, higher in PROXIES:
-            if any(compare(rf, methods[c], path, higher, floor_std)[1] != "better" for c in CONTROLS):
-                blind.append(label)
-        lines.append("* Negative controls: " + (
-            f"**not ranked below toconv-rf (beyond 2 std) by: {', '.join(blind)}**" if blind
-            else "every proxy ranks toconv-rf above both controls") + ".")
-    ref = block["reference"]
-    below = [n for n, m in methods.items() if m["frechet"] < ref["frechet"] - 2 * floor_std]
-    if below:
-        lines.append(f"* Below the real-vs-real Fréchet floor ({ref['frechet']:.2f} ± {floor_std:.2f}): "
-                     f"{', '.join(below)} — a distance below the floor is sampling noise, not a "
-                     "better match.")
-    return lines
+def _word(v: dict[str, Any] | None, digits: int = 3) -> str:
+    if v is None:
+        return "—"
+    if v["diff"] is None:
+        return v["verdict"]
+    return f"{v['diff']:+.{digits}f} ± {v['std']:.{digits}f} ({v['verdict']})"
 
 
-def _seed_rows(report: dict[str, Any]) -> list[list[str]]:
-    rows = []
-    for block in report["sizes"].values():
-        for name, m in block["methods"].items():
-            for seed, r in m.get("seeds", {}).items():
-                rows.append([size_label(block), name, seed, f"{r['information']['r2']:.4f}",
-                             f"{r['information_linear']['r2']:.4f}", f"{r['reader']['rf_accuracy']:.4f}",
-                             f"{r['position_reader']['accuracy']:.4f}", f"{r['frechet']:.3f}"])
-    return rows
+def targets(block: dict[str, Any]) -> list[tuple[str, bool | None]]:
+    """The readers issue's targets at one size: (statement, met) with None where a row is missing."""
+    methods = block["methods"]
+
+    def is_(method: str, against: str, metric: str, words: tuple[str, ...]) -> bool | None:
+        v = verdict(block, method, against, metric)
+        return None if v is None else v["verdict"] in words
+
+    ceiling = methods.get("toconv-rf", {}).get("information_ceiling", {}).get("mean")
+    init = [is_("toconv-rf", "toconv-init", m, ("better",)) for m in ("reader_mlp", "reader_trained")]
+    controls = [is_(c, "toconv-rf", m, ("worse",)) for c in CONTROLS for m in ("reader_mlp", "reader_trained")]
+    return [
+        ("toconv-rf vs avg-pool, reader linear: not worse beyond noise",
+         is_("toconv-rf", "avg-pool", "reader_linear", ("better", "within noise"))),
+        ("toconv-rf vs avg-pool, reader MLP: better beyond noise",
+         is_("toconv-rf", "avg-pool", "reader_mlp", ("better",))),
+        ("toconv-rf vs avg-pool, reader trained: better beyond noise",
+         is_("toconv-rf", "avg-pool", "reader_trained", ("better",))),
+        ("toconv-rf information ≥ 0.95 of its ceiling (mean)", None if ceiling is None else ceiling >= 0.95),
+        ("toconv-rf vs toconv-init: better beyond noise on reader MLP or reader trained",
+         None if None in init else any(init)),
+        ("both controls below toconv-rf beyond noise on reader MLP and reader trained",
+         None if None in controls else all(controls)),
+    ]
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The report as markdown tables with the verdicts, the readers, the environment and notes."""
-    encoder_ms = report["encoder"].get("ms_per_image")
-    config = report["config"]
-    rows = []
-    for block in report["sizes"].values():
-        label = size_label(block)
-        rows += [_row(label, name, m, encoder_ms) for name, m in block["methods"].items()]
-        ref = block["reference"]
-        rows.append([label, "*originals (floor)*", "", "", "", "", "", "",
-                     f"{ref['frechet']:.2f} ± {ref['frechet_draw_std']:.2f}", "", "", "", "", "", ""])
-    data, env, readers = report["data"], report["environment"], report["readers"]
-    checkpoints = report.get("checkpoints") or []
-    seeds = [config["seed"] + i for i in range(config["num_seeds"])]
+    """The report: tables with run std, paired verdicts, the targets, the instruments, costs."""
+    config, data, env = report["config"], report["data"], report["environment"]
+    first = next(iter(report["sizes"].values()))
+    n_runs = len(first["runs"])
     quick = (["**Quick run** (`--quick`: fewer images, steps and reader updates): for checking an "
-              "install or a change, not for conclusions; with few validation images the Fréchet "
-              "floor is high and noisy, and a method below it is within that noise.", ""]
-             if config.get("quick") else [])
+              "install or a change, not for conclusions.", ""] if config.get("quick") else [])
     lines = ["# toconv benchmark", "", *quick,
              f"Data: {data.get('kind')} {data.get('encoder', '')} — {data['train_images']} train / "
              f"{data['val_images']} val images, {data['tokens']} tokens × {data['dim']}. "
-             f"Seeded methods at seeds {seeds} (mean ± sample std); the rest are deterministic. "
-             "All figures on the val split.", "",
-             *(["Trained checkpoints scored (rows named <run>/<file>, seed-independent): "
-                + ", ".join(f"`{c}`" for c in checkpoints), ""] if checkpoints else []),
-             *_table(COLUMNS, rows), ""]
-    lines += ["## Verdicts", "",
-              "A difference counts only beyond 2 std of the difference (seed spreads; for Fréchet "
-              "also at least the floor's spread over draws); `none` otherwise.", ""]
+             f"Every figure is mean ± std over {n_runs} runs: {config['num_seeds']} seeds (seed k "
+             f"trains the seeded methods and refits k-means, every reader and Fréchet's real "
+             f"samples) × {config['bootstrap_draws']} bootstrap draws of the val images. Every method "
+             "has the same runs, so differences are paired.", ""]
+    checkpoints = report.get("checkpoints") or []
+    if checkpoints:
+        lines += ["Trained checkpoints scored (rows named <run>/<file>): "
+                  + ", ".join(f"`{c}`" for c in checkpoints), ""]
+    encoder_ms = report["encoder"].get("ms_per_image")
     for block in report["sizes"].values():
-        lines += [f"**{size_label(block)}**", "", *verdicts(block), ""]
-    token, position = readers["token_reader"], readers["position_reader"]
-    ceiling = readers["plug_in_ceiling"]
-    lines += ["## Readers", "",
-              f"k-means pseudo-labels (K = {readers['clusters']}) of real training tokens. Token "
-              f"reader (linear, per token): accuracy {token['accuracy_on_real_tokens']:.3f} on real "
-              f"val tokens' own labels; training loss {token['final_loss']:.3f}, last change "
-              f"{token['last_change']:+.4f}. Position reader (transformer, 2D positions): "
-              f"{position['on_full_real_grid']['accuracy']:.3f} with the full real grid visible; "
-              f"training loss {position['final_loss']:.3f}, last change {position['last_change']:+.4f}. "
-              f"Plug-in head ceiling on the original {data['tokens']} tokens: centred cosine "
-              f"{ceiling['centered_cosine']:.3f} (demoted to a diagnostic: it pools without "
-              "positions and scores every method near its ceiling).", ""]
-    seed_rows = _seed_rows(report)
-    if seed_rows:
-        lines += ["## Per seed", "", *_table(["size", "method", "seed", "info R² (grid)", "R² linear",
-                                              "reader acc", "position acc", "Fréchet"], seed_rows), ""]
+        label = size_label(block)
+        rows = []
+        for name, m in block["methods"].items():
+            share = f"{100 * m['cpu_ms_per_image'] / encoder_ms:.2f}" if encoder_ms else "n/a"
+            rows.append([name, str(m["tokens"]), *(_fmt(m[key], d) for _, key, d in FIGURES),
+                         f"{m['params']:,}", f"{m['mflops_per_image']:.1f}",
+                         f"{m['cpu_ms_per_image']:.3f}", share])
+        floor = block["floor"]
+        rows.append(["*originals (floor)*", "", "", "", "", "", "", _fmt(floor, 2), "", "", "", ""])
+        lines += [f"## {label}", "",
+                  *_table(["method", "tokens", *(f for f, _, _ in FIGURES), "params", "MFLOPs/img",
+                           "CPU ms/img", "% encoder"], rows), "",
+                  f"Information ceiling (the cell's own PCA code): R² {_fmt(block['ceiling_information'], 3)}. "
+                  f"Fréchet: {block['frechet_tokens_per_set']} tokens per set "
+                  + ("" if block["frechet_enough_tokens"] else "(too few: fewer than "
+                     f"{config['probe']['frechet_tokens_per_dim']} per dimension, so not reported)")
+                  + ".", "", "**Paired verdicts** (difference ± std of the paired difference; a "
+                  "verdict only beyond 2 std):", ""]
+        pairs = list(dict.fromkeys((v["method"], v["against"]) for v in block["verdicts"]))
+        keys = [key for _, key, _ in FIGURES]
+        lines += _table(["method", "against", *(f for f, _, _ in FIGURES)],
+                        [[a, b, *(_word(verdict(block, a, b, key)) for key in keys)] for a, b in pairs])
+        lines += ["", "**Targets:**", ""]
+        lines += [f"* {text}: " + ("n/a (row missing)" if met is None else "**met**" if met else "**not met**")
+                  for text, met in targets(block)]
+        curves = [[name, *(f"{statistics.fmean(c[k] for c in m['trained_reader_curves']):.3f}"
+                           for k in ("final_loss", "last_change"))]
+                  for name, m in block["methods"].items()]
+        lines += ["", "Trained reader curves (mean over runs): the same budget for every method.", "",
+                  *_table(["method", "final loss", "last change"], curves), ""]
+    lines += ["## Instruments", ""]
+    lines += _table(["seed", "k-means K", "linear acc on real tokens", "linear last change",
+                     "MLP acc on real tokens", "MLP last change"],
+                    [[str(i["seed"]), str(i["clusters"]), f"{i['linear']['accuracy_on_real_tokens']:.3f}",
+                      f"{i['linear']['last_change']:+.4f}", f"{i['mlp']['accuracy_on_real_tokens']:.3f}",
+                      f"{i['mlp']['last_change']:+.4f}"] for i in report["instruments"]])
     enc = report["encoder"]
-    lines.append(f"Encoder forward: {enc['ms_per_image']:.1f} ms/image on CPU ({enc['encoder']})."
-                 if encoder_ms else f"Encoder forward: {enc['skipped']}.")
+    lines += ["", f"Encoder forward: {enc['ms_per_image']:.1f} ms/image on CPU ({enc['encoder']})."
+              if encoder_ms else f"Encoder forward: {enc['skipped']}."]
     llm = report["llm_prefill"]
     lines += ["", f"LLM prefill (random LlamaForCausalLM, {llm['params'] / 1e6:.0f} M params, "
               f"{llm['model']}), CPU, one image + {config['llm_text_tokens']} text tokens:", ""]
@@ -184,123 +153,83 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", f"Environment: Python {env['python']}, {env['platform']}, {env['cpu_count']} CPUs, "
               f"torch threads {env['torch_threads']}, versions {env['versions']}. "
               f"Total {report['total_seconds'] / 60:.1f} min.", "",
-              "Notes: **info R² (grid)** rebuilds every original token from the compressed token of "
-              "its grid cell (the average-pooling window) with a closed-form ridge map per cell slot: "
-              "the same target and capacity for every method. **R² linear** (diagnostic) rebuilds "
-              "ToConv's receptive fields the same way; both are linear, so any invertible affine "
-              "map of the tokens (the rotated control) scores alike, and the PCA start is the "
-              "optimal rank-C linear code of its RF by construction. **reader acc**: share of "
-              "tokens whose label under the frozen token reader is the most frequent label of "
-              "their cell; **reader CE** against the cell's label distribution, with the entropy "
-              "floor of a perfect reader. **position acc**: labels of all original tokens "
-              "predicted by the frozen position reader from the compressed tokens at their window "
-              "centres. **Fréchet** and sliced W2: tokens divided by the mean per-channel std of "
-              "the train originals, the same number of tokens drawn from every val image for the "
-              "reference, the floor and each method (at most "
-              f"{config['probe']['frechet_samples_per_image']}); reference and floor are disjoint "
-              "real tokens away from the RF centres (no row shared with keep-center), mean ± "
-              f"spread over {config['probe']['frechet_draws']} draws. Bilinear is an antialiased "
-              "resize; keep-center keeps each ToConv RF's centre token (real tokens); ToMe tokens "
-              "are matched to cells through the merge source map for the probes and readers. "
-              "Controls (built from the first seed's toconv-rf): control-rotated is toconv-rf "
-              "rotated in its whitened token space (mean and covariance kept), control-shuffled is "
-              "toconv-rf with positions permuted per image.", ""]
+              "Notes: **information** rebuilds every original token from the compressed token that "
+              "covers it (its grid cell's token; for ToMe and slots the token it was merged into) "
+              "with one closed-form ridge map per cell slot, fitted on train; **of ceiling** divides "
+              "it by the same probe on the cell's own top-C PCA code (the best linear code of the "
+              "cell). **reader linear / MLP**: k-means pseudo-labels (refitted per seed) of real "
+              "tokens; a linear classifier and a two-layer GELU MLP (LLaVA's projector shape) with a "
+              "linear head, trained on real tokens, frozen, fed compressed tokens; accuracy against "
+              "the most frequent label of the originals each token covers. **reader trained**: a "
+              "fresh MLP projector + 2-layer transformer with 2D positions, trained with the same "
+              "budget on each method's compressed training grids to predict the labels of all the "
+              "original tokens from queries at their positions (what LLaVA pretraining does with "
+              "compressed tokens; needs no grid). **Fréchet**: tokens divided by the mean "
+              "per-channel std of the train originals; reference and floor are disjoint real val "
+              "tokens away from the RF centres (no row shared with keep-center), as many per image as "
+              "the method gives (or a random subset of the method's tokens), redrawn per seed; the "
+              "floor is real against real. Controls are built from toconv-rf at each seed: "
+              "control-rotated is rotated at random in the whitened space of the tokens it is scored "
+              "on (their mean and covariance kept exactly), control-shuffled has its positions "
+              "permuted per image.", ""]
     return "\n".join(lines)
 
 
-def _offsets(count: int, spread_factor: float = 0.025) -> list[float]:
-    """Multiplicative x offsets that spread ``count`` series apart on a log axis."""
-    return [(1 + spread_factor) ** (i - (count - 1) / 2) for i in range(count)]
-
-
 def plot(report: dict[str, Any], out_dir: Path) -> list[Path]:
-    """info_kept.png (fair R²), readers.png (token and position reader), distribution.png
-    (Fréchet with the floor), plug_in.png, each against tokens per image with seed error bars,
-    and tradeoff.png (fair R² against Fréchet per size)."""
+    """front.png (each reader against information as a share of its ceiling, one row per size)
+    and frechet.png (Fréchet per method and size with the floor), error bars = run std."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     sizes = report["sizes"]
     names = list(dict.fromkeys(n for b in sizes.values() for n in b["methods"]))
-    tokens = [b["tokens"] for b in sizes.values()]
     markers = "osD^vP*XhpH<>d"
-    styles = ("-", "--", "-.", ":")
-    offsets = _offsets(len(names))
+    colours = plt.get_cmap("tab20")
     title = "quick run" if report["config"].get("quick") else "full run"
-
-    def series(ax: Any, path: tuple[str, ...]) -> None:
-        for i, name in enumerate(names):
-            pts = [(b["tokens"] * offsets[i], value(b["methods"][name], path), spread(b["methods"][name], path))
-                   for b in sizes.values() if name in b["methods"]]
-            xs, ys, es = zip(*pts, strict=True)
-            ax.errorbar(xs, ys, yerr=es, marker=markers[i % len(markers)], ls=styles[i % len(styles)],
-                        capsize=2, label=name, ms=5)
-
-    def token_axis(ax: Any) -> None:
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xticks(tokens, [str(t) for t in tokens])
-        ax.set_xlabel("tokens per image (log; series offset sideways to stay apart)")
-
-    panels = (("info_kept.png", [(("information", "r2"), "info R² (grid, fair probe)")], "Information kept"),
-              ("readers.png", [(("reader", "rf_accuracy"), "token reader: cell-label accuracy"),
-                               (("position_reader", "accuracy"), "position reader: dense accuracy")],
-               "Frozen readers fed compressed tokens"),
-              ("distribution.png", [(("frechet",), "Fréchet distance to real tokens (log)")],
-               "Distribution match (lower is better)"),
-              ("plug_in.png", [(("plug_in", "centered_cosine"), "plug-in centred cosine")],
-               "Plug-in CLS head (diagnostic)"))
-    paths = []
-    for fname, axes_spec, heading in panels:
-        fig, axes = plt.subplots(1, len(axes_spec), figsize=(6.4 * len(axes_spec), 4.4), squeeze=False)
-        for ax, (path, ylabel) in zip(axes[0], axes_spec, strict=True):
-            series(ax, path)
-            if path == ("frechet",):
-                floor = [b["reference"]["frechet"] for b in sizes.values()]
-                sd = [b["reference"]["frechet_draw_std"] for b in sizes.values()]
-                ax.fill_between(tokens, [f - 2 * s for f, s in zip(floor, sd, strict=True)],
-                                [f + 2 * s for f, s in zip(floor, sd, strict=True)], color="k",
-                                alpha=0.15, label="real-vs-real floor ± 2 sd")
-                ax.set_yscale("log")
-                ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-                ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-                ax.yaxis.set_minor_formatter(NullFormatter())
-            if path == ("plug_in", "centered_cosine"):
-                ax.axhline(report["readers"]["plug_in_ceiling"]["centered_cosine"], color="k", ls="--",
-                           label=f"{report['data']['tokens']} originals")
-            token_axis(ax)
-            ax.set_ylabel(ylabel)
+    fig, axes = plt.subplots(len(sizes), len(READERS), figsize=(4.6 * len(READERS), 3.8 * len(sizes)),
+                             squeeze=False)
+    for row, block in zip(axes, sizes.values(), strict=True):
+        for ax, (key, label) in zip(row, READERS, strict=True):
+            for i, name in enumerate(names):
+                m = block["methods"].get(name)
+                if m is None:
+                    continue
+                x, y = m["information_ceiling"], m[key]
+                ax.errorbar(x["mean"], y["mean"], xerr=x["std"], yerr=y["std"], ls="",
+                            marker=markers[i % len(markers)], color=colours(i % 20), capsize=2, label=name)
+            ax.set_title(f"{size_label(block)}: {label}")
+            ax.set_xlabel("information / ceiling (higher keeps more)")
+            ax.set_ylabel(f"{label} accuracy")
             ax.grid(alpha=0.3)
-        axes[0][-1].legend(fontsize=7, loc="best")
-        fig.suptitle(f"{heading} — {title}, mean ± seed std")
-        fig.tight_layout()
-        fig.savefig(out_dir / fname, dpi=120)
-        plt.close(fig)
-        paths.append(out_dir / fname)
-    fig, axes = plt.subplots(1, len(sizes), figsize=(4.4 * len(sizes), 4), squeeze=False)
-    for ax, block in zip(axes[0], sizes.values(), strict=True):
-        for i, (name, m) in enumerate(block["methods"].items()):
-            ax.errorbar(m["frechet"], m["information"]["r2"], xerr=spread(m, ("frechet",)),
-                        yerr=spread(m, ("information", "r2")), marker=markers[i % len(markers)], ls="",
-                        label=name)
-        ax.axvline(block["reference"]["frechet"], color="k", ls=":", label="floor")
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_title(size_label(block))
-        ax.set_xlabel("Fréchet (log, lower is better)")
-        ax.set_ylabel("info R² (grid, higher is better)")
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
-    fig.suptitle(f"Information against distribution — {title}")
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.suptitle(f"Reading against information — {title}, mean ± run std")
     fig.tight_layout()
-    fig.savefig(out_dir / "tradeoff.png", dpi=120)
+    fig.savefig(out_dir / "front.png", dpi=110)
     plt.close(fig)
-    return [*paths, out_dir / "tradeoff.png"]
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.6 * len(sizes), 4), squeeze=False)
+    for ax, block in zip(axes[0], sizes.values(), strict=True):
+        shown = [(n, m["frechet"]) for n, m in block["methods"].items() if m["frechet"]["mean"] is not None]
+        if shown:
+            ax.barh([n for n, _ in shown], [f["mean"] for _, f in shown], xerr=[f["std"] for _, f in shown],
+                    color=[colours(names.index(n) % 20) for n, _ in shown], capsize=2)
+        floor = block["floor"]
+        if floor["mean"] is not None:
+            ax.axvspan(floor["mean"] - 2 * floor["std"], floor["mean"] + 2 * floor["std"], color="k",
+                       alpha=0.15, label="real vs real ± 2 std")
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "too few tokens", transform=ax.transAxes, ha="center")
+        ax.invert_yaxis()
+        ax.set_title(size_label(block))
+        ax.set_xlabel("Fréchet distance to real tokens (lower is closer)")
+        ax.grid(alpha=0.3, axis="x")
+    fig.suptitle(f"Distribution match — {title}, mean ± run std")
+    fig.tight_layout()
+    fig.savefig(out_dir / "frechet.png", dpi=110)
+    plt.close(fig)
+    return [out_dir / "front.png", out_dir / "frechet.png"]
 
 
 def write_report(report: dict[str, Any], out_dir: str | Path) -> Path:

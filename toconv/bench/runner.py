@@ -30,25 +30,24 @@ from toconv.bench.methods import (
     MethodContext,
     build_methods,
     checkpoint_method,
-    is_seeded,
     load_checkpoint,
 )
 from toconv.bench.reducers import grid_side, rf_center_indices
 from toconv.geometry import ConvGeometry, RFGeometry, resolve_geometry
 from toconv.metrics import (
-    PlugInProxy,
-    PositionReader,
+    ProbeSettings,
     PseudoLabels,
     TokenReader,
-    cell_geometry,
+    TrainedReader,
+    cell_assignments,
+    cell_pca_codes,
     frechet_distance,
-    information_kept,
-    linear_information,
-    sample_per_image,
-    sliced_wasserstein,
-    window_centres,
+    information_per_image,
 )
+from toconv.metrics.information import covering_tokens
 from toconv.models import TokenCompressor
+
+CONTROLS = ("control-rotated", "control-shuffled")
 
 
 def environment() -> dict[str, Any]:
@@ -70,195 +69,235 @@ def _apply(fn: Callable[[Tensor], Tensor], x: Tensor, chunk: int = 64) -> Tensor
         return torch.cat([fn(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
 
 
-def _numbers(values: list[Any]) -> bool:
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+METRICS: tuple[tuple[str, bool], ...] = (
+    ("information", True), ("information_ceiling", True), ("reader_linear", True),
+    ("reader_linear_ce", False), ("reader_mlp", True), ("reader_mlp_ce", False),
+    ("reader_trained", True), ("reader_trained_ce", False), ("frechet", False))
+"""Every figure a method gets per run, and whether higher is better."""
 
 
-def seed_summary(per_seed: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Mean and sample std (0 for one seed) of every numeric leaf of per-seed results (same
-    keys); other leaves are taken from the first seed. Returns (mean, std)."""
-    mean: dict[str, Any] = {}
-    std: dict[str, Any] = {}
-    for key, first in per_seed[0].items():
-        values = [r[key] for r in per_seed]
-        if isinstance(first, dict):
-            mean[key], std[key] = seed_summary(values)
-        elif _numbers(values) and len(set(values)) == 1:
-            mean[key], std[key] = first, 0.0
-        elif _numbers(values):
-            mean[key] = statistics.fmean(values)
-            std[key] = statistics.stdev(values) if len(values) > 1 else 0.0
-        else:
-            mean[key] = first
-    return mean, std
+def summary(runs: list[float | None]) -> dict[str, Any]:
+    """``{"mean", "std", "runs"}`` of one figure over the runs (sample std; None where a run has no
+    value, e.g. Fréchet with too few tokens)."""
+    if any(r is None for r in runs):
+        return {"mean": None, "std": None, "runs": runs}
+    return {"mean": statistics.fmean(runs), "std": statistics.stdev(runs) if len(runs) > 1 else 0.0,
+            "runs": runs}
+
+
+def paired_verdict(a: list[float | None], b: list[float | None], higher: bool) -> dict[str, Any]:
+    """``a`` against ``b`` over the same runs: the mean and sample std of the paired differences and
+    a verdict, ``better`` or ``worse`` only beyond 2 std of the difference, else ``within noise``
+    (``n/a`` where a figure is missing)."""
+    if any(v is None for v in (*a, *b)):
+        return {"diff": None, "std": None, "verdict": "n/a"}
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    mean = statistics.fmean(diffs)
+    std = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+    if abs(mean) <= 2 * std or mean == 0:
+        word = "within noise"
+    else:
+        word = "better" if (mean > 0) == higher else "worse"
+    return {"diff": mean, "std": std, "verdict": word}
 
 
 @dataclass
-class Readers:
-    """Everything fitted once per run on the real training tokens, frozen, then fed each method."""
+class Instrument:
+    """What is fitted on real training tokens at one instrument seed: k-means pseudo-labels, the
+    frozen linear and MLP readers, and the labels of every original token of both splits."""
 
+    seed: int
     labels: PseudoLabels
-    token: TokenReader
-    position: PositionReader
-    plug_in: PlugInProxy
+    linear: TokenReader
+    mlp: TokenReader
+    train_labels: Tensor
+    val_labels: Tensor
 
     @classmethod
-    def fit(cls, features: Features, sides: list[int], config: BenchConfig) -> Readers:
-        settings, seed = config.probe, config.seed
+    def fit(cls, features: Features, settings: ProbeSettings, seed: int) -> Instrument:
         labels = PseudoLabels(features.train, settings, torch.Generator().manual_seed(seed))
-        return cls(labels, TokenReader(features.train, labels, settings, seed),
-                   PositionReader(features.train, labels, sides, settings, seed),
-                   PlugInProxy(features.train, features.train_cls, settings, seed))
+        linear = TokenReader(features.train, labels, settings.reader_steps, settings.reader_lr,
+                             settings.reader_batch_tokens, seed)
+        mlp = TokenReader(features.train, labels, settings.mlp_steps, settings.mlp_lr,
+                          settings.mlp_batch_tokens, seed, hidden=settings.mlp_width)
+        return cls(seed, labels, linear, mlp, labels(features.train), labels(features.val))
 
     def describe(self, features: Features) -> dict[str, Any]:
-        """The readers' own figures: training curves and what they score on real tokens."""
-        side = grid_side(features.val.shape[1])
-        full = window_centres(ConvGeometry(side, side, 1, 1, 0))
-        return {"clusters": self.labels.num_classes,
-                "token_reader": {**self.token.curve,
-                                 "accuracy_on_real_tokens": self.token.token_accuracy(features.val)},
-                "position_reader": {**self.position.curve,
-                                    "on_full_real_grid": self.position.score(features.val, full,
-                                                                             features.val)},
-                "plug_in_ceiling": self.plug_in.score(features.val, features.val_cls)}
+        """The frozen readers' training curves and their accuracy on real val tokens' own labels."""
+        return {"seed": self.seed, "clusters": self.labels.num_classes,
+                "linear": {**self.linear.curve, "accuracy_on_real_tokens": self.linear.token_accuracy(features.val)},
+                "mlp": {**self.mlp.curve, "accuracy_on_real_tokens": self.mlp.token_accuracy(features.val)}}
 
 
 @dataclass
-class FrechetDesign:
-    """The same sampling for the floor and every method, per val image: ``count`` tokens of each
-    image, drawn without replacement, in every one of several draws. The reference and the floor
-    are two disjoint sets of real tokens of the same images that leave out every position a
-    method may pass through unchanged (the ToConv RF centres keep-center keeps), so no method
-    shares a row with the reference (ToMe's unmerged tokens excepted); the floor's spread over
-    the draws is the resampling noise."""
+class FrechetSets:
+    """Two disjoint sets of real val tokens per image, ``count`` each, drawn away from every
+    position a method may pass through unchanged (the RF centres keep-center keeps): the reference
+    every method is measured against and the floor (real against real). Scaled by ``scale``."""
 
-    references: list[Tensor]
-    floors: list[Tensor]
+    reference: Tensor
+    floor: Tensor
     count: int
     scale: float
-    seed: int
 
     @classmethod
-    def build(cls, val: Tensor, num_tokens: int, excluded: Tensor, scale: float,
-              config: BenchConfig) -> FrechetDesign:
-        """``num_tokens``: a method's tokens per image; ``excluded``: positions never drawn as real."""
-        gen = torch.Generator().manual_seed(config.seed + 1)
-        count = min(config.probe.frechet_samples_per_image, num_tokens)
+    def draw(cls, val: Tensor, count: int, excluded: Tensor, scale: float, seed: int) -> FrechetSets:
         n, total, c = val.shape
         if 2 * count > total - len(excluded):
             raise ValueError(f"expected {2 * count} real tokens per image outside the {len(excluded)} "
                              f"excluded positions, got {total - len(excluded)}")
-        refs, floors = [], []
-        for _ in range(config.probe.frechet_draws):
-            keys = torch.rand(n, total, generator=gen)
-            keys[:, excluded] = 2.0  # drawn last, never within the first 2·count
-            order = keys.argsort(dim=1)[:, : 2 * count].to(val.device)
-            rows = val.gather(1, repeat(order, "n k -> n k c", c=c)) / scale
-            refs.append(rearrange(rows[:, :count], "n k c -> (n k) c"))
-            floors.append(rearrange(rows[:, count:], "n k c -> (n k) c"))
-        return cls(refs, floors, count, scale, config.seed + 2)
+        keys = torch.rand(n, total, generator=torch.Generator().manual_seed(seed))
+        keys[:, excluded] = 2.0  # drawn last, never within the first 2·count
+        order = keys.argsort(dim=1)[:, : 2 * count].to(val.device)
+        rows = val.gather(1, repeat(order, "n k -> n k c", c=c)) / scale
+        return cls(rows[:, :count], rows[:, count:], count, scale)
 
-    def floor(self, projections: Tensor) -> dict[str, float]:
-        """The real-vs-real floor: mean and spread over the draws."""
-        fd = [frechet_distance(f, r) for f, r in zip(self.floors, self.references, strict=True)]
-        swd = [sliced_wasserstein(f, r, projections) for f, r in zip(self.floors, self.references, strict=True)]
-        return {"frechet": statistics.fmean(fd), "frechet_draw_std": statistics.stdev(fd) if len(fd) > 1 else 0.0,
-                "sliced_wasserstein": statistics.fmean(swd)}
-
-    def score(self, tokens: Tensor, projections: Tensor) -> dict[str, float]:
-        """(n_val, T, C) tokens → Fréchet and sliced W2 to the reference, mean and spread over draws."""
-        fd, swd = [], []
-        for r, ref in enumerate(self.references):
-            sample = sample_per_image(tokens / self.scale, self.count,
-                                      torch.Generator().manual_seed(self.seed + r))
-            fd.append(frechet_distance(sample, ref))
-            swd.append(sliced_wasserstein(sample, ref, projections))
-        spread = statistics.stdev(fd) if len(fd) > 1 else 0.0
-        return {"frechet": statistics.fmean(fd), "frechet_draw_std": spread,
-                "sliced_wasserstein": statistics.fmean(swd)}
+    def distance(self, tokens: Tensor, images: Tensor) -> float:
+        """Fréchet distance of (n, count, C) scaled tokens of the ``images`` drawn to the reference
+        of the same images."""
+        return frechet_distance(rearrange(tokens[images], "n k c -> (n k) c"),
+                                rearrange(self.reference[images], "n k c -> (n k) c"))
 
 
-def score_method(method: Method, features: Features, geometry: ConvGeometry, readers: Readers,
-                 design: FrechetDesign, projections: Tensor, config: BenchConfig) -> dict[str, Any]:
-    """Every figure of one method at one size and seed (all on the val split)."""
-    train, val = features.train[: config.probe.probe_train_images], features.val
-    out = geometry.output_grid_size
-    val_z = _apply(method.compress, val)
-    val_aligned = val_z if method.rf_tokens is None else _apply(method.rf_tokens, val)
-    train_aligned = _apply(method.aligned, train)
-    windows = method.geometry or cell_geometry(geometry.input_grid_size, out)
-    timing_batch = val[: config.timing_images]
-    return {
-        "tokens": val_z.shape[1],
-        "learned": method.learned,
-        "information": information_kept(train_aligned, train, val_aligned, val),
-        "information_linear": linear_information(train_aligned, train, val_aligned, val,
-                                                 RFGeometry.from_conv(geometry)),
-        "reader": readers.token.score(val_aligned, val),
-        "position_reader": readers.position.score(val_aligned, window_centres(windows), val),
-        **design.score(val_z, projections),
-        "plug_in": readers.plug_in.score(val_z, features.val_cls),
-        "params": method.params,
-        "mflops_per_image": method.flops / 1e6,
-        "cpu_ms_per_image": reducer_ms_per_image(method.compress, timing_batch, config.timing_repeats),
-        "train_seconds": method.train_seconds,
-        "train_last_losses": method.history,
-        "source": method.source,
-    }
+def bootstrap_images(num_images: int, draws: int, seed: int) -> list[Tensor]:
+    """``draws`` resamples of ``num_images`` val images with replacement (seeded by ``seed``)."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randint(num_images, (num_images,), generator=gen) for _ in range(draws)]
 
 
-def evaluate_size(features: Features, geometry: ConvGeometry, config: BenchConfig, readers: Readers,
-                  log: Callable[[str], None],
+def _ratio(stats: dict[str, Tensor], num: str, den: str, images: Tensor) -> float:
+    return float(stats[num][images].sum() / stats[den][images].sum())
+
+
+def _information(stats: dict[str, Tensor], images: Tensor) -> float:
+    return 1.0 - _ratio(stats, "sse", "sst", images)
+
+
+def method_tokens(method: Method, x: Tensor) -> tuple[Tensor, Tensor]:
+    """A split's (n, M, C) compressed tokens (``transform`` applied) and the (n, N) covering index
+    (the grid cells where the method has no ``assignments``)."""
+    z = _apply(method.compress, x)
+    if method.transform is not None:
+        z = method.transform(z)
+    if method.assignments is None:
+        a = cell_assignments(grid_side(x.shape[1]), grid_side(z.shape[1])).expand(x.shape[0], -1)
+    else:
+        a = _apply(method.assignments, x)
+    return z, a
+
+
+def score_run(method: Method, features: Features, geometry: ConvGeometry, inst: Instrument,
+              fsets: FrechetSets, ceiling: dict[str, Tensor], draws: list[Tensor],
+              config: BenchConfig) -> tuple[dict[str, list[float | None]], dict[str, float]]:
+    """One method at one run (training and instrument seed): every figure at each bootstrap draw
+    of the val images, and the trained reader's curve."""
+    settings, out = config.probe, geometry.output_grid_size
+    probe_n = settings.probe_train_images
+    train_z, train_a = method_tokens(method, features.train)
+    val_z, val_a = method_tokens(method, features.val)
+    info = information_per_image(covering_tokens(train_z[:probe_n], train_a[:probe_n]),
+                                 features.train[:probe_n], covering_tokens(val_z, val_a), features.val, out)
+    linear = inst.linear.score(val_z, inst.val_labels, val_a)
+    mlp = inst.mlp.score(val_z, inst.val_labels, val_a)
+    reader = TrainedReader(train_z, inst.train_labels, inst.labels, settings, seed=inst.seed)
+    trained = reader.score(val_z, inst.val_labels)
+    if val_z.shape[1] > fsets.count:  # a subset of each image's tokens, as many as the reference
+        keep = torch.rand(val_z.shape[:2], generator=torch.Generator().manual_seed(inst.seed)).argsort(1)
+        val_z = val_z.gather(1, repeat(keep[:, : fsets.count], "n k -> n k c", c=val_z.shape[-1]))
+    enough = val_z.shape[0] * fsets.count >= settings.frechet_tokens_per_dim * val_z.shape[-1]
+    values: dict[str, list[float | None]] = {name: [] for name, _ in METRICS}
+    for images in draws:
+        information = _information(info, images)
+        values["information"].append(information)
+        values["information_ceiling"].append(information / _information(ceiling, images))
+        for key, stats in (("reader_linear", linear), ("reader_mlp", mlp), ("reader_trained", trained)):
+            values[key].append(_ratio(stats, "correct", "count", images))
+            values[f"{key}_ce"].append(_ratio(stats, "cross_entropy", "count", images))
+        values["frechet"].append(fsets.distance(val_z / fsets.scale, images) if enough else None)
+    return values, reader.curve
+
+
+def evaluate_size(features: Features, geometry: ConvGeometry, config: BenchConfig,
+                  instruments: list[Instrument], log: Callable[[str], None],
                   checkpoints: dict[str, TokenCompressor] | None = None) -> dict[str, Any]:
-    """Build and score every method at one geometry, seeded ones at every seed, plus the trained
-    ``checkpoints`` (path → compressor) of that geometry as extra rows.
-
-    A seeded method's entry holds the mean over seeds (same keys as a single result), ``std``
-    (the same keys: sample std) and ``seeds`` (seed → its own result).
-    """
-    cell_geometry(geometry.input_grid_size, geometry.output_grid_size)  # the fair target's cells
+    """Build and score every method at one geometry over the runs: run k trains seeded methods at
+    seed ``config.seeds[k]``, reads them with ``instruments[k]`` and resamples the val images
+    ``config.bootstrap_draws`` times; every method gets the same runs, so differences are paired.
+    The trained ``checkpoints`` (path → compressor) of that geometry are extra rows."""
+    settings, out = config.probe, geometry.output_grid_size
+    n_val, total, dim = features.val.shape
     scale = float(features.train.std(dim=(0, 1)).mean())
     centres = rf_center_indices(RFGeometry.from_conv(geometry))
-    design = FrechetDesign.build(features.val, geometry.num_outputs, centres, scale, config)
-    gen = torch.Generator().manual_seed(config.seed)
-    projections = torch.randn(config.probe.swd_projections, features.train.shape[-1], generator=gen)
-    projections = projections / projections.norm(dim=-1, keepdim=True)
-    per_seed: dict[str, dict[int, dict[str, Any]]] = {}
-    for index, seed in enumerate(config.seeds):
+    count = min(geometry.num_outputs, (total - len(centres)) // 2)
+    probe_n = settings.probe_train_images
+    train_codes, val_codes = cell_pca_codes(features.train[:probe_n], features.val, out,
+                                            torch.Generator().manual_seed(config.seed))
+    grid = cell_assignments(geometry.input_grid_size, out)
+    ceiling = information_per_image(covering_tokens(train_codes, grid), features.train[:probe_n],
+                                    covering_tokens(val_codes, grid), features.val, out)
+    runs: list[dict[str, int]] = []
+    values: dict[str, dict[str, list[float | None]]] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    floor: list[float] = []
+    ceiling_runs: list[float] = []
+    for k, (seed, inst) in enumerate(zip(config.seeds, instruments, strict=True)):
+        draws = bootstrap_images(n_val, config.bootstrap_draws, 1000 * config.seed + k)
+        runs += [{"training_seed": seed, "instrument_seed": inst.seed, "bootstrap": b} for b in range(len(draws))]
+        fsets = FrechetSets.draw(features.val, count, centres, scale, inst.seed)
+        floor += [fsets.distance(fsets.floor, images) for images in draws]
+        ceiling_runs += [_information(ceiling, images) for images in draws]
         ctx = MethodContext(features.train, geometry, config, log, seed=seed)
-        names = [n for n in config.methods if index == 0 or is_seeded(n)]
-        methods = build_methods(ctx, names)
-        if index == 0:
-            methods += [checkpoint_method(path, c) for path, c in (checkpoints or {}).items()]
+        methods = build_methods(ctx, config.methods)
+        methods += [checkpoint_method(path, c) for path, c in (checkpoints or {}).items()]
         for method in methods:
-            if seed in per_seed.get(method.name, {}):
-                raise ValueError(f"expected distinct method names at {geometry.name}, got {method.name!r} twice")
             started = time.perf_counter()
-            result = score_method(method, features, geometry, readers, design, projections, config)
-            per_seed.setdefault(method.name, {})[seed] = result
-            log(f"  {geometry.name} {method.name} seed {seed}: info R2={result['information']['r2']:.3f} "
-                f"linear={result['information_linear']['r2']:.3f} "
-                f"reader={result['reader']['rf_accuracy']:.3f} "
-                f"position={result['position_reader']['accuracy']:.3f} "
-                f"FD={result['frechet']:.3f} ({time.perf_counter() - started:.0f} s)")
-    results: dict[str, Any] = {}
-    for name, runs in per_seed.items():
-        if len(runs) == 1:
-            results[name] = next(iter(runs.values()))
-            continue
-        mean, std = seed_summary(list(runs.values()))
-        results[name] = {**mean, "std": std, "seeds": {str(s): r for s, r in runs.items()}}
+            run_values, curve = score_run(method, features, geometry, inst, fsets, ceiling, draws, config)
+            for key, v in run_values.items():
+                values.setdefault(method.name, {}).setdefault(key, []).extend(v)
+            row = rows.setdefault(method.name, {
+                "tokens": geometry.num_outputs, "learned": method.learned, "params": method.params,
+                "mflops_per_image": method.flops / 1e6, "source": method.source,
+                "cpu_ms_per_image": reducer_ms_per_image(method.compress, features.val[: config.timing_images],
+                                                         config.timing_repeats),
+                "train_seconds": [], "train_last_losses": [], "trained_reader_curves": []})
+            row["train_seconds"].append(method.train_seconds)
+            row["train_last_losses"].append(method.history)
+            row["trained_reader_curves"].append(curve)
+            log(f"  {geometry.name} {method.name} run {k}: "
+                + " ".join(f"{key}={statistics.fmean(v):.3f}" for key, v in run_values.items()
+                           if None not in v and not key.endswith("_ce"))
+                + f" ({time.perf_counter() - started:.0f} s)")
+    methods_out = {name: {**rows[name], **{key: summary(v) for key, v in values[name].items()}}
+                   for name in rows}
+    enough = n_val * count >= settings.frechet_tokens_per_dim * dim
     return {
         "tokens": geometry.num_outputs,
-        "geometry": {"input_grid_size": geometry.input_grid_size,
-                     "output_grid_size": geometry.output_grid_size, "kernel_size": geometry.kernel_size,
-                     "stride": geometry.stride, "padding": geometry.padding},
-        "frechet_samples_per_image": design.count,
-        "frechet_samples": design.count * features.val.shape[0],
+        "geometry": {"input_grid_size": geometry.input_grid_size, "output_grid_size": out,
+                     "kernel_size": geometry.kernel_size, "stride": geometry.stride,
+                     "padding": geometry.padding},
+        "runs": runs,
+        "frechet_tokens_per_set": n_val * count,
+        "frechet_enough_tokens": enough,
         "token_scale": scale,
-        "reference": design.floor(projections),
-        "methods": results,
+        "floor": summary(floor if enough else [None] * len(floor)),
+        "ceiling_information": summary(ceiling_runs),
+        "methods": methods_out,
+        "verdicts": size_verdicts(values),
     }
+
+
+def size_verdicts(values: dict[str, dict[str, list[float | None]]]) -> list[dict[str, Any]]:
+    """Paired verdicts: every method against avg-pool, toconv-rf against toconv-init, and each
+    control against toconv-rf, on every figure."""
+    pairs = [(name, "avg-pool") for name in values if name != "avg-pool"]
+    pairs += [("toconv-rf", "toconv-init")] + [(c, "toconv-rf") for c in CONTROLS]
+    out = []
+    for a, b in pairs:
+        if a in values and b in values:
+            for key, higher in METRICS:
+                out.append({"method": a, "against": b, "metric": key,
+                            **paired_verdict(values[a][key], values[b][key], higher)})
+    return out
 
 
 def load_checkpoints(paths: Sequence[str | Path], features: Features) -> dict[str, TokenCompressor]:
@@ -286,8 +325,8 @@ def run_benchmark(features: Features, config: BenchConfig, encoder_name: str | N
     sizes = list(config.output_grid_sizes)
     sizes += sorted({c.geometry.output_grid_size for c in trained.values()} - set(sizes), reverse=True)
     started_readers = time.perf_counter()
-    readers = Readers.fit(features, sizes, config)
-    log(f"readers fitted in {time.perf_counter() - started_readers:.0f} s")
+    instruments = [Instrument.fit(features, config.probe, seed) for seed in config.seeds]
+    log(f"instruments fitted at seeds {config.seeds} in {time.perf_counter() - started_readers:.0f} s")
     report: dict[str, Any] = {
         "config": config.to_dict(),
         "environment": environment(),
@@ -295,13 +334,13 @@ def run_benchmark(features: Features, config: BenchConfig, encoder_name: str | N
                  "val_images": features.val.shape[0], "tokens": num_tokens, "dim": dim,
                  "input_grid_size": side},
         "checkpoints": list(trained),
-        "readers": readers.describe(features),
+        "instruments": [inst.describe(features) for inst in instruments],
         "sizes": {},
     }
     for out in sizes:
         geometry = resolve_geometry(side, out)
         here = {p: c for p, c in trained.items() if c.geometry == geometry}
-        report["sizes"][str(out)] = evaluate_size(features, geometry, config, readers, log, here)
+        report["sizes"][str(out)] = evaluate_size(features, geometry, config, instruments, log, here)
     if encoder_name and config.encoder_timing_images:
         report["encoder"] = encoder_ms_per_image(encoder_name, config.encoder_timing_images,
                                                  config.timing_repeats)

@@ -1,42 +1,37 @@
-"""Metrics: information kept, frozen readers, distribution match, plug-in proxy, per-RF quality."""
+"""Metrics: information kept, readers, distribution match, per-RF quality."""
 
-from toconv.metrics.distribution import (
-    frechet_distance,
-    sample_per_image,
-    sliced_wasserstein,
-)
-from toconv.metrics.grid import cell_geometry, cell_tokens, window_centres
-from toconv.metrics.information import information_kept, linear_information
-from toconv.metrics.plug_in import AttentionPoolHead, PlugInProxy
+from toconv.metrics.distribution import frechet_distance
+from toconv.metrics.grid import cell_assignments, cell_geometry, cell_tokens
+from toconv.metrics.information import cell_pca_codes, information_per_image
 from toconv.metrics.readers import (
-    PositionReader,
     PseudoLabels,
-    SetToGridReader,
+    QueryReader,
     TokenReader,
+    TrainedReader,
+    covered_histograms,
     kmeans,
+    token_positions,
 )
 from toconv.metrics.rf_stats import BUCKETS, RFStats, rf_cosines, rf_statistics
 from toconv.metrics.settings import ProbeSettings
 
 __all__ = [
     "BUCKETS",
-    "AttentionPoolHead",
-    "PlugInProxy",
-    "PositionReader",
     "ProbeSettings",
     "PseudoLabels",
+    "QueryReader",
     "RFStats",
-    "SetToGridReader",
     "TokenReader",
+    "TrainedReader",
+    "cell_assignments",
     "cell_geometry",
+    "cell_pca_codes",
     "cell_tokens",
+    "covered_histograms",
     "frechet_distance",
-    "information_kept",
+    "information_per_image",
     "kmeans",
-    "linear_information",
     "rf_cosines",
     "rf_statistics",
-    "sample_per_image",
-    "sliced_wasserstein",
-    "window_centres",
+    "token_positions",
 ]

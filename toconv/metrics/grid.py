@@ -26,11 +26,8 @@ def cell_tokens(x: Tensor, output_grid_size: int) -> Tensor:
     return rearrange(x, "b (i p j q) c -> b (i j) (p q) c", p=s, q=s, i=output_grid_size)
 
 
-def window_centres(geometry: ConvGeometry) -> Tensor:
-    """(M, 2) float (row, column) centre of every window in input-token coordinates, row-major
-    (clipped windows keep the centre of the unclipped window)."""
-    g = geometry
-    axis = torch.arange(g.output_grid_size, dtype=torch.float32) * g.stride - g.padding
-    axis = axis + (g.kernel_size - 1) / 2
-    rows, cols = torch.meshgrid(axis, axis, indexing="ij")
-    return torch.stack([rows.flatten(), cols.flatten()], dim=-1)
+def cell_assignments(input_grid_size: int, output_grid_size: int) -> Tensor:
+    """(N,) long: the grid cell (row-major) of every original token, row-major."""
+    side = cell_geometry(input_grid_size, output_grid_size).kernel_size
+    cells = torch.arange(output_grid_size**2).reshape(output_grid_size, output_grid_size)
+    return cells.repeat_interleave(side, 0).repeat_interleave(side, 1).flatten()

@@ -1,21 +1,23 @@
-"""Frozen readers: models fitted on real tokens only, then fed each method's compressed tokens.
+"""Readers: k-means pseudo-labels of real tokens and the models that read them from compressed tokens.
 
-Both read k-means pseudo-labels of real tokens. :class:`TokenReader` reads one token at a time
-(a linear classifier), :class:`PositionReader` reads a whole token set at its grid positions (a
-small transformer with 2D position embeddings), the closest stand-in here for a language model
-that sees where each token sits.
+* :class:`TokenReader` is fitted on real tokens only, then frozen and fed compressed tokens one at
+  a time: a linear classifier, or a two-layer GELU MLP (LLaVA's projector shape) with a linear
+  head. It is scored against the labels of the original tokens each compressed token covers.
+* :class:`TrainedReader` is what LLaVA pretraining does with compressed tokens: a fresh
+  :class:`QueryReader` (MLP projector, small transformer with 2D positions, one query per original
+  position) trained on one method's compressed training grids to predict the labels of all the
+  original tokens, then scored on validation. It needs no grid correspondence.
+
+Scores come per validation image (sums and counts), so a caller can bootstrap images.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from toconv.metrics.grid import cell_tokens
 from toconv.metrics.settings import ProbeSettings, chunks
 
 
@@ -38,8 +40,9 @@ def kmeans(x: Tensor, k: int, iters: int, generator: torch.Generator) -> Tensor:
     return centroids
 
 
-def _training_curve(losses: list[float]) -> dict[str, float]:
-    """Final loss (mean of the last tenth of steps) and its change from the tenth before."""
+def training_curve(losses: list[float]) -> dict[str, float]:
+    """Final loss (mean of the last tenth of steps) and its change from the tenth before: a
+    flat curve has ``last_change`` near 0."""
     tenth = max(len(losses) // 10, 1)
     last, before = losses[-tenth:], losses[-2 * tenth : -tenth] or losses[-tenth:]
     final = sum(last) / len(last)
@@ -71,59 +74,80 @@ class PseudoLabels:
         return labels.reshape(x.shape[:-1])
 
 
-class TokenReader:
-    """A linear classifier of pseudo-labels trained on real tokens, then frozen.
+def covered_histograms(labels: Tensor, assignments: Tensor, num_tokens: int, num_classes: int) -> Tensor:
+    """Label counts of the original tokens each compressed token covers.
 
-    Scored per compressed token against the labels of the original tokens of its grid cell.
+    Args:
+        labels: (n, N) long labels of the original tokens.
+        assignments: (n, N) or (N,) long: the compressed token that covers each original token.
+        num_tokens: M, the compressed tokens per image.
+    Returns:
+        (n, M, K) float counts.
     """
+    assignments = assignments.expand_as(labels).to(labels.device)
+    one_hot = F.one_hot(labels, num_classes).float()
+    hist = one_hot.new_zeros(labels.shape[0], num_tokens, num_classes)
+    return hist.scatter_add_(1, repeat(assignments, "n t -> n t k", k=num_classes), one_hot)
 
-    def __init__(self, train_x: Tensor, labels: PseudoLabels, settings: ProbeSettings,
-                 seed: int = 0) -> None:
+
+class TokenReader:
+    """A classifier of pseudo-labels trained on real tokens, then frozen: ``hidden=None`` a linear
+    map, else a two-layer GELU MLP of width ``hidden`` (LLaVA's projector) with a linear head."""
+
+    def __init__(self, train_x: Tensor, labels: PseudoLabels, steps: int, lr: float,
+                 batch_tokens: int, seed: int = 0, hidden: int | None = None) -> None:
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         self.labels = labels
         flat = rearrange(train_x.float(), "n t c -> (n t) c")
         target = labels(flat)
-        self.linear = nn.Linear(flat.shape[-1], labels.num_classes)
-        opt = torch.optim.Adam(self.linear.parameters(), settings.reader_lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, settings.reader_steps)
+        dim, k = flat.shape[-1], labels.num_classes
+        self.model = nn.Linear(dim, k) if hidden is None else nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.Linear(hidden, k))
+        opt = torch.optim.Adam(self.model.parameters(), lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
         losses = []
-        for _ in range(settings.reader_steps):
-            idx = torch.randint(flat.shape[0], (settings.reader_batch_tokens,), generator=generator)
-            loss = F.cross_entropy(self.linear(labels.standardise(flat[idx])), target[idx])
+        for _ in range(steps):
+            idx = torch.randint(flat.shape[0], (batch_tokens,), generator=generator).to(flat.device)
+            loss = F.cross_entropy(self.model(labels.standardise(flat[idx])), target[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             losses.append(float(loss.detach()))
-        self.linear.eval()
-        self.curve = _training_curve(losses)
+        self.model.eval()
+        self.curve = training_curve(losses)
 
     @torch.no_grad()
     def log_probs(self, z: Tensor) -> Tensor:
         """(..., C) tokens → (..., K) log-probabilities of the labels."""
-        return self.linear(self.labels.standardise(z)).log_softmax(-1)
+        return self.model(self.labels.standardise(z)).log_softmax(-1)
 
     @torch.no_grad()
-    def score(self, z: Tensor, x: Tensor) -> dict[str, float]:
-        """Read (n, M, C) compressed tokens against the cells of (n, N, C) originals.
+    def score(self, z: Tensor, x_labels: Tensor, assignments: Tensor) -> dict[str, Tensor]:
+        """Read (n, M, C) compressed tokens against the originals they cover.
 
-        Returns ``rf_accuracy`` (share of tokens whose predicted label is the most frequent label
-        of their cell), ``rf_cross_entropy`` (against the cell's label distribution) and
-        ``rf_entropy_floor`` (the cross-entropy of a perfect reader: the distribution's entropy).
+        Args:
+            z: (n, M, C) compressed tokens.
+            x_labels: (n, N) labels of the original tokens.
+            assignments: (n, N) or (N,) compressed token covering each original token.
+        Returns:
+            per image (n,) float64: ``correct`` (tokens whose predicted label is the most frequent
+            label of the originals they cover), ``cross_entropy`` (summed over tokens, against
+            that label distribution) and ``count`` (tokens that cover any original).
         """
-        out = round(z.shape[1] ** 0.5)
-        acc = ce = floor = 0.0
+        out = {key: [] for key in ("correct", "cross_entropy", "count")}
         for part in chunks(z.shape[0], 64):
-            cells = self.labels(cell_tokens(x[part], out))  # (b, M, s²)
-            q = F.one_hot(cells, self.labels.num_classes).float().mean(2)  # (b, M, K)
+            a = assignments[part] if assignments.ndim == 2 else assignments
+            hist = covered_histograms(x_labels[part], a, z.shape[1], self.labels.num_classes)
+            total = hist.sum(-1)
+            covers = total > 0
+            q = hist / total.clamp_min(1)[..., None]
             log_p = self.log_probs(z[part])
-            acc += float((log_p.argmax(-1) == q.argmax(-1)).float().sum())
-            ce += float(-(q * log_p).sum())
-            floor += float(-torch.special.xlogy(q, q).sum())
-        count = z.shape[0] * z.shape[1]
-        return {"rf_accuracy": acc / count, "rf_cross_entropy": ce / count,
-                "rf_entropy_floor": floor / count}
+            out["correct"].append(((log_p.argmax(-1) == hist.argmax(-1)) & covers).sum(1))
+            out["cross_entropy"].append(-(q * log_p).sum((1, 2)))
+            out["count"].append(covers.sum(1))
+        return {key: torch.cat(v).double().cpu() for key, v in out.items()}
 
     @torch.no_grad()
     def token_accuracy(self, x: Tensor) -> float:
@@ -141,12 +165,30 @@ def sincos_2d(positions: Tensor, width: int, temperature: float = 100.0) -> Tens
     return rearrange(torch.stack([angles.sin(), angles.cos()], dim=-1), "t a f s -> t (a f s)")
 
 
-class SetToGridReader(nn.Module):
-    """Reads a token set at given positions and predicts a label at any query position.
+def token_positions(num_tokens: int, input_grid_size: int) -> Tensor:
+    """(M, 2) positions of M compressed tokens in input-token coordinates: token m at the centre
+    of cell m of a √M × √M grid over the input grid (row-major). Any method's m-th token gets the
+    same position, so a trained reader learns what each index means."""
+    side = round(num_tokens**0.5)
+    if side * side != num_tokens:
+        raise ValueError(f"expected a square number of compressed tokens, got {num_tokens}")
+    axis = (torch.arange(side, dtype=torch.float32) + 0.5) * input_grid_size / side - 0.5
+    rows, cols = torch.meshgrid(axis, axis, indexing="ij")
+    return torch.stack([rows.flatten(), cols.flatten()], dim=-1)
 
-    Standardised tokens are projected and given their position embedding, a transformer encoder
-    mixes them, and one cross-attention block answers each query position with K logits.
-    Shapes: tokens (B, T, C), positions (T, 2), queries (Q, 2) → (B, Q, K).
+
+def grid_positions(side: int) -> Tensor:
+    """(side², 2) integer (row, column) positions of a full grid, row-major."""
+    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    return torch.stack([rows.flatten(), cols.flatten()], dim=-1).float()
+
+
+class QueryReader(nn.Module):
+    """Reads a token set at its positions and answers a label at any query position.
+
+    An MLP projector (LLaVA's shape) and a 2D position embedding, a transformer encoder over the
+    tokens, then one cross-attention block from each query position.
+    Shapes: tokens (B, T, C), positions (T, 2), queries (Q, 2) → logits (B, Q, K).
     """
 
     def __init__(self, dim: int, num_classes: int, width: int = 128, num_layers: int = 2,
@@ -155,88 +197,72 @@ class SetToGridReader(nn.Module):
         if width % 4 or width % num_heads:
             raise ValueError(f"width={width} must be divisible by 4 and num_heads={num_heads}")
         self.width = width
-        self.proj = nn.Linear(dim, width)
+        self.projector = nn.Sequential(nn.Linear(dim, width), nn.GELU(), nn.Linear(width, width))
         layer = nn.TransformerEncoderLayer(width, num_heads, 2 * width, 0.0, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.query = nn.Linear(width, width)
         self.norm = nn.LayerNorm(width)
         self.cross = nn.MultiheadAttention(width, num_heads, batch_first=True)
-        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 2 * width), nn.GELU(),
-                                  nn.Linear(2 * width, num_classes))
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, num_classes))
 
     def forward(self, tokens: Tensor, positions: Tensor, queries: Tensor) -> Tensor:
-        h = self.proj(tokens) + sincos_2d(positions, self.width)
+        h = self.projector(tokens) + sincos_2d(positions, self.width)
         memory = self.norm(self.encoder(h))
         q = repeat(self.query(sincos_2d(queries, self.width)), "q d -> b q d", b=tokens.shape[0])
         attended, _ = self.cross(q, memory, memory, need_weights=False)
         return self.head(q + attended)
 
 
-def subgrid_positions(input_grid_size: int, output_grid_size: int, offset: Tensor) -> Tensor:
-    """(out², 2) integer positions of a regular ``output_grid_size`` subgrid of real tokens,
-    shifted by ``offset`` (2,) in [0, 1) of the subgrid's stride."""
-    stride = input_grid_size / output_grid_size
-    axis = torch.arange(output_grid_size, dtype=torch.float32)
-    rows = ((axis + offset[0]) * stride).floor().clamp_max(input_grid_size - 1)
-    cols = ((axis + offset[1]) * stride).floor().clamp_max(input_grid_size - 1)
-    grid_rows, grid_cols = torch.meshgrid(rows, cols, indexing="ij")
-    return torch.stack([grid_rows.flatten(), grid_cols.flatten()], dim=-1)
+class TrainedReader:
+    """A :class:`QueryReader` trained on one method's compressed training grids, every method
+    with the same budget (``settings.trained_*``), to predict the labels of all the original tokens.
 
-
-class PositionReader:
-    """A :class:`SetToGridReader` trained on real grids only, then frozen.
-
-    Training: real tokens at a random regular subgrid (sides ``subgrid_sides``, random offset)
-    predict the pseudo-labels of random query positions of the full grid. Scoring: a method's
-    compressed tokens at their window centres predict the labels of every original token.
+    Args:
+        train_z: (n, M, C) the method's compressed training tokens.
+        train_labels: (n, N) labels of the original training tokens (a square grid).
+        labels: the pseudo-labels (their standardisation is applied to the tokens).
     """
 
-    def __init__(self, train_x: Tensor, labels: PseudoLabels, subgrid_sides: Sequence[int],
+    def __init__(self, train_z: Tensor, train_labels: Tensor, labels: PseudoLabels,
                  settings: ProbeSettings, seed: int = 0) -> None:
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        n, num, dim = train_x.shape
-        self.side = round(num**0.5)
-        self.labels = labels
-        self.grid = torch.stack(torch.meshgrid(torch.arange(self.side), torch.arange(self.side),
-                                               indexing="ij"), dim=-1).reshape(-1, 2).float()
-        target = torch.cat([labels(train_x[p]) for p in chunks(n, 64)])  # (n, N)
-        self.model = SetToGridReader(dim, labels.num_classes, settings.position_width,
-                                     settings.position_layers, settings.position_heads)
-        opt = torch.optim.Adam(self.model.parameters(), settings.position_lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, settings.position_steps)
-        sides = torch.tensor(list(subgrid_sides))
+        n, m, dim = train_z.shape
+        side = round(train_labels.shape[1] ** 0.5)
+        self.labels, self.queries = labels, grid_positions(side)
+        self.positions = token_positions(m, side)
+        self.model = QueryReader(dim, labels.num_classes, settings.trained_width,
+                                 settings.trained_layers, settings.trained_heads)
+        opt = torch.optim.Adam(self.model.parameters(), settings.trained_lr)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, settings.trained_lr, total_steps=settings.trained_steps,
+                                                    pct_start=0.1)
         losses = []
-        for _ in range(settings.position_steps):
-            img = torch.randint(n, (settings.position_batch_size,), generator=generator)
-            side = int(sides[torch.randint(len(sides), (1,), generator=generator)])
-            pos = subgrid_positions(self.side, side, torch.rand(2, generator=generator))
-            visible = (pos[:, 0] * self.side + pos[:, 1]).long()
-            query = torch.randperm(num, generator=generator)[: settings.position_queries]
-            logits = self.model(labels.standardise(train_x[img][:, visible]), pos, self.grid[query])
+        for _ in range(settings.trained_steps):
+            img = torch.randint(n, (settings.trained_batch_size,), generator=generator)
+            query = torch.randperm(self.queries.shape[0], generator=generator)[: settings.trained_queries]
+            logits = self.model(labels.standardise(train_z[img]), self.positions, self.queries[query])
             loss = F.cross_entropy(rearrange(logits, "b q k -> (b q) k"),
-                                   rearrange(target[img][:, query], "b q -> (b q)"))
+                                   rearrange(train_labels[img][:, query], "b q -> (b q)"))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             losses.append(float(loss.detach()))
         self.model.eval()
-        self.curve = _training_curve(losses)
+        self.curve = training_curve(losses)
 
     @torch.no_grad()
-    def score(self, z: Tensor, positions: Tensor, x: Tensor) -> dict[str, float]:
-        """(n, M, C) tokens at (M, 2) positions → ``accuracy`` and ``cross_entropy`` of the
-        predicted labels of every token of the (n, N, C) originals."""
-        acc = ce = 0.0
+    def score(self, z: Tensor, x_labels: Tensor) -> dict[str, Tensor]:
+        """(n, M, C) validation tokens → per image (n,) float64 ``correct`` and ``cross_entropy``
+        (summed over the originals) and ``count`` (N) of the labels of all (n, N) originals."""
+        out = {key: [] for key in ("correct", "cross_entropy", "count")}
         for part in chunks(z.shape[0], 32):
-            logits = self.model(self.labels.standardise(z[part]), positions.to(z.device),
-                                self.grid.to(z.device))
-            target = self.labels(x[part])
-            acc += float((logits.argmax(-1) == target).float().sum())
-            ce += float(F.cross_entropy(rearrange(logits, "b q k -> (b q) k"), target.flatten(),
-                                        reduction="sum"))
-        count = x.shape[0] * x.shape[1]
-        return {"accuracy": acc / count, "cross_entropy": ce / count}
-
+            logits = self.model(self.labels.standardise(z[part]), self.positions.to(z.device),
+                                self.queries.to(z.device))
+            target = x_labels[part]
+            out["correct"].append((logits.argmax(-1) == target).sum(1))
+            out["cross_entropy"].append(F.cross_entropy(rearrange(logits, "b q k -> b k q"), target,
+                                                        reduction="none").sum(1))
+            out["count"].append(torch.full((target.shape[0],), target.shape[1]))
+        return {key: torch.cat(v).double().cpu() for key, v in out.items()}

@@ -8,33 +8,34 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ProbeSettings:
-    """The measuring models: frozen readers fitted on real tokens, the plug-in head and the
-    distribution distances' sampling."""
+    """The measuring models: the information probe, the readers and the Fréchet sampling."""
 
     probe_train_images: int | None = 320
     """Training images the closed-form information probes are fitted on (None: all)."""
     reader_clusters: int = 64
-    """K of the k-means pseudo-labels both readers read."""
+    """K of the k-means pseudo-labels every reader reads."""
     reader_fit_tokens: int = 65536
     reader_kmeans_iters: int = 30
     reader_steps: int = 400
     reader_batch_tokens: int = 4096
     reader_lr: float = 1e-2
-    position_width: int = 128
-    position_layers: int = 2
-    position_heads: int = 4
-    position_steps: int = 800
-    position_batch_size: int = 16
-    position_queries: int = 144
-    position_lr: float = 1e-3
-    head_steps: int = 200
-    head_batch_size: int = 32
-    head_lr: float = 1e-3
-    head_heads: int = 8
-    frechet_samples_per_image: int = 36
-    frechet_draws: int = 5
-    """Draws of the reference, floor and method samples (the floor's spread is over these)."""
-    swd_projections: int = 256
+    mlp_width: int = 512
+    """Width of the frozen MLP reader (a two-layer GELU projector, then a linear head)."""
+    mlp_steps: int = 400
+    mlp_batch_tokens: int = 2048
+    mlp_lr: float = 1e-3
+    trained_width: int = 128
+    """The trained reader: width, transformer layers and heads of its :class:`QueryReader`."""
+    trained_layers: int = 2
+    trained_heads: int = 4
+    trained_steps: int = 600
+    trained_batch_size: int = 16
+    trained_queries: int = 144
+    """Original positions each training image is asked about per step (all N at scoring)."""
+    trained_lr: float = 2e-3
+    frechet_tokens_per_dim: int = 10
+    """Fréchet needs at least this many tokens per dimension in each set, else it is not reported."""
+
 
 def chunks(num: int, size: int) -> Iterator[slice]:
     """Slices of ``size`` covering ``range(num)``."""
