@@ -237,7 +237,7 @@ def _pin_start(pinned: int) -> None:
         seconds = time.perf_counter() - started
         ctx.log(f"  {name} start {ctx.geometry.name} seed {ctx.method_seed} in {seconds:.0f} s")
         return compressor_method(name, start.eval(), train_seconds=seconds,
-                                 source=f"recipe bench, pin_pooling={pinned} (untrained)", geometry=ctx.geometry)
+                                 source=f"recipe bench, pin_pooling={pinned} (untrained)")
 
 
 for _pinned in PIN_SWEEP:
