@@ -209,3 +209,20 @@ def test_training_a_pinned_start_moves_only_the_residual_code(freeze: bool) -> N
     with torch.no_grad():
         moved = (trained(tokens) - start(tokens)) @ basis
     assert (moved.abs().max() < 1e-4) == freeze
+
+
+def test_the_critic_on_residual_sees_and_pushes_no_pinned_part() -> None:
+    tokens = torch.randn(24, 64, DIM) + torch.linspace(-1, 1, DIM)
+    start = init_compressor(tokens, 4, pin_pooling=5)
+    basis = pinned_directions(start)
+    torch.manual_seed(0)
+    obj = CompressorObjective.from_recipe(start, SMALL.changed(critic_on_residual=True))
+    z = start(tokens).detach().requires_grad_(True)
+    view = obj.critic_view(z)
+    assert (view @ basis).abs().max() < 1e-5
+    (grad,) = torch.autograd.grad(obj.critic(view).mean(), z)
+    assert (grad @ basis).abs().max() < 1e-6 < grad.abs().max()
+    plain = CompressorObjective.from_recipe(start, SMALL)
+    assert plain.critic_view(z) is z
+    unpinned = CompressorObjective.from_recipe(TokenCompressor(8, 4, DIM), SMALL.changed(critic_on_residual=True))
+    assert unpinned.critic_view(z) is z

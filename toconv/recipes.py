@@ -56,6 +56,9 @@ class Recipe:
     freeze_pinned: bool = True
     """With a pinned start, training moves only the residual code: the pinned directions' part of
     the compressor's output stays the start's (no effect without pinning)."""
+    critic_on_residual: bool = False
+    """With a frozen pinned start, the critic compares real and compressed tokens without their
+    pinned part (what the compressor can still change)."""
     batch_size: int = 32
     steps: int | None = None
     n_critic: int = 5

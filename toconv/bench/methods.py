@@ -258,6 +258,7 @@ _toconv("toconv-rf", "bench")
 _toconv("toconv-global", "bench-global")
 _toconv("toconv-recon", "bench-recon")
 _toconv("toconv-rf-pinned", "bench-pinned")
+_toconv("toconv-rf-anchored", "bench-anchored")
 
 
 @register_method("unshuffle-linear", seeded=True)

@@ -29,6 +29,7 @@ RECIPE_KEYS: dict[str, str] = {
     "model.compressor.pca_images": "pca_images",
     "model.compressor.pin_pooling": "pin_pooling",
     "model.compressor.freeze_pinned": "freeze_pinned",
+    "model.critic.on_residual": "critic_on_residual",
     **{f"model.decoder.{k}": f"decoder.{k}" for k in ("kind", "num_layers", "width", "num_heads")},
     **{f"model.critic.{k}": f"critic.{k}" for k in ("width", "depth", "dropout")},
     "loss.weights.ae": "ae_weight",
@@ -131,6 +132,8 @@ class CriticSection:
     width: int = _RECIPE.critic.width
     depth: int = _RECIPE.critic.depth
     dropout: float = _RECIPE.critic.dropout
+    on_residual: bool = _RECIPE.critic_on_residual
+    """With a frozen pinned start, compare tokens without their pinned part."""
 
 
 @dataclass

@@ -38,7 +38,6 @@ from einops import einsum, rearrange
 from torch import Tensor
 
 from toconv.geometry import ConvGeometry, gather_rf_tokens
-from toconv.metrics.grid import cell_geometry
 from toconv.models.partial_conv import TokenCompressor
 
 PINNED_BUFFER = "pinned_directions"
@@ -72,9 +71,14 @@ def _procrustes(target: Tensor, scores: Tensor) -> Tensor:
 def cell_weights(geometry: ConvGeometry) -> Tensor:
     """(k²,) weights of the window's slots (row-major) that average the output token's grid cell:
     1/s² on the s×s cell's slots, 0 elsewhere. ``ValueError`` where the cell does not sit at the
-    same slots of every window (stride ≠ s, or the cell outside the window)."""
+    same slots of every window (s not an integer, stride ≠ s, or the cell outside the window).
+    The cells are those of :func:`toconv.metrics.cell_geometry` (not imported: inference code
+    stays free of the metrics)."""
     g = geometry
-    s = cell_geometry(g.input_grid_size, g.output_grid_size).kernel_size
+    s = g.input_grid_size // g.output_grid_size
+    if s * g.output_grid_size != g.input_grid_size:
+        raise ValueError(f"grid cells need an output side that divides the input side, got "
+                         f"{g.input_grid_size} -> {g.output_grid_size}")
     if g.stride != s or g.padding + s > g.kernel_size:
         raise ValueError(f"{g.name}: the {s}x{s} grid cell must sit at the same slots of every "
                          f"{g.kernel_size}x{g.kernel_size} window: expected stride {s} and padding "

@@ -42,12 +42,15 @@ class CompressorObjective(nn.Module):
             the pinned part of the weights is restored after every optimizer step
             (:meth:`project_pinned_gradients`, :meth:`restore_pinned`), so only the residual code
             trains. Without pinned directions on the compressor it does nothing.
+        critic_on_residual: with a frozen pinned start, the critic sees real and compressed tokens
+            with their pinned part removed (x − UUᵀx), so it judges only what the compressor can
+            still change.
     """
 
     def __init__(self, compressor: TokenCompressor, design: Design, critic: nn.Module,
                  decoder: nn.Module, ae_weight: float = 1.0, wgan_weight: float = 0.1,
                  lambda_gp: float = 10.0, adversarial_loss: str = "wgan-gp", r1_weight: float = 0.0,
-                 freeze_pinned: bool = False) -> None:
+                 freeze_pinned: bool = False, critic_on_residual: bool = False) -> None:
         super().__init__()
         if compressor.config.cls_token:
             raise ValueError("train the compressor on patch tokens: expected cls_token=False, got True")
@@ -60,6 +63,7 @@ class CompressorObjective(nn.Module):
         self.compressor, self.critic, self.decoder = compressor, critic, decoder
         self.ae_weight, self.wgan_weight, self.lambda_gp = ae_weight, wgan_weight, lambda_gp
         self.adversarial_loss, self.r1_weight = adversarial_loss, r1_weight
+        self.critic_on_residual = critic_on_residual
         basis = pinned_directions(compressor) if freeze_pinned else None
         # (C, p) pinned directions and the pinned part of the start, Uᵀ·weight and Uᵀ·bias; not
         # saved with the objective (the start's basis does not travel in checkpoints)
@@ -78,7 +82,8 @@ class CompressorObjective(nn.Module):
         critic = design.build_critic(dim, recipe.critic)
         decoder = design.build_decoder(dim, recipe.decoder)
         return cls(compressor, design, critic, decoder, recipe.ae_weight, recipe.wgan_weight,
-                   recipe.lambda_gp, recipe.adversarial_loss, recipe.r1_weight, recipe.freeze_pinned)
+                   recipe.lambda_gp, recipe.adversarial_loss, recipe.r1_weight, recipe.freeze_pinned,
+                   recipe.critic_on_residual)
 
     @property
     def rf(self) -> RFGeometry:
@@ -129,6 +134,14 @@ class CompressorObjective(nn.Module):
         if conv.bias is not None:
             conv.bias += _lift(basis, self.pinned_bias - _pinned_part(basis, conv.bias))
 
+    def critic_view(self, tokens: Tensor) -> Tensor:
+        """(…, C) tokens as the critic sees them: without their pinned part with
+        ``critic_on_residual`` and a frozen pinned start, else unchanged."""
+        if not self.critic_on_residual or self.pinned_basis is None:
+            return tokens
+        basis = self.pinned_basis.to(tokens.dtype)
+        return tokens - (tokens @ basis) @ basis.T
+
     def real_samples(self, tokens: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Original tokens the critic compares compressed ones with: (B, N, C) → (B, M, C)."""
         return self.design.real_samples(tokens, generator)
@@ -156,8 +169,8 @@ class CompressorObjective(nn.Module):
         if fake is None:
             with torch.no_grad():
                 fake = self.compressor(tokens)
-        fake = fake.detach()
-        real = self.real_samples(tokens, generator)
+        fake = self.critic_view(fake.detach())
+        real = self.critic_view(self.real_samples(tokens, generator))
         real_scores, fake_scores = self.critic(real), self.critic(fake)
         penalty = real_scores.new_zeros(())
         if self.lambda_gp:
@@ -177,7 +190,7 @@ class CompressorObjective(nn.Module):
         z = self.compressor(tokens)
         target, mask = self.design.targets(tokens)
         rec = reconstruction_loss(self.decoder(z), target, mask)
-        adversarial = generator_loss(self.critic(z)) if self.adversarial else z.new_zeros(())
+        adversarial = generator_loss(self.critic(self.critic_view(z))) if self.adversarial else z.new_zeros(())
         loss = self.wgan_weight * adversarial + self.ae_weight * rec.total
         return {"loss": loss, "adversarial": adversarial.detach(), "reconstruction": rec.total.detach(),
                 "mse": rec.mse.detach(), "cosine": rec.cosine.detach()}
