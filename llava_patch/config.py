@@ -12,8 +12,10 @@ DEFAULT_S2_SCALES = "336,672,1008"
 class CompressionArguments:
     """Extra LLaVA ``ModelArguments`` fields, also written into the model's ``config.json``.
 
-    ``compression_checkpoint`` is a toconv safetensors checkpoint (file or folder); without one a
-    freshly built tower starts as exact average pooling. ``freeze_token_compressor`` keeps the
+    ``compression_checkpoint`` is a toconv safetensors checkpoint (file or folder) of any family;
+    without one a freshly built tower starts as exact average pooling. ``compression_family``
+    (``partial_conv`` or ``slots``) is the checkpoint's family, recorded in the model's config so
+    that a saved model rebuilds the right compressor; None: the checkpoint's, else partial_conv. ``freeze_token_compressor`` keeps the
     compressor fixed (plug-in mode); otherwise it trains with the projector. ``s2`` and
     ``s2_scales`` select the multi-scale S2 tower (hidden size = CLIP width × number of scales).
     """
@@ -22,6 +24,7 @@ class CompressionArguments:
     compression_input_size: int = 24
     compression_output_size: int = 12
     compression_checkpoint: str | None = None
+    compression_family: str | None = None
     freeze_token_compressor: bool = False
     s2: bool = False
     s2_scales: str = DEFAULT_S2_SCALES

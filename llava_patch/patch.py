@@ -90,6 +90,7 @@ def _wrap_initialize(original: Callable[..., None]) -> Callable[..., None]:
         if adapter and companion_path(adapter).is_file():
             settings.compression_checkpoint = str(companion_path(adapter).resolve())
             self.get_vision_tower().load_compressor(settings.compression_checkpoint)
+        settings.compression_family = self.get_vision_tower().token_compressor.family
         settings.write_to(self.config)
 
     return initialize_vision_modules

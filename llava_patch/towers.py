@@ -12,8 +12,9 @@ from s2wrapper import forward as s2_forward
 from torch import Tensor, nn
 
 from llava_patch.config import CompressionArguments
-from toconv import TokenCompressor
 from toconv.integrations import compress_patch_tokens, load_tower_compressor, tower_grid_side
+from toconv.models import compressor_class
+from toconv.models.io import read_config
 
 #: Name of the compressor module inside the tower; its weights live under this key prefix.
 COMPRESSOR_KEY = "token_compressor"
@@ -76,8 +77,7 @@ class CompressedTowerMixin:
         super().__init__(vision_tower, args, delay_load)
         self._check_grid()
         cfg = self.compression
-        self.token_compressor = TokenCompressor(cfg.compression_input_size,
-                                                cfg.compression_output_size, self.hidden_size)
+        self.token_compressor = _untrained_compressor(cfg, self.hidden_size)
         self.register_buffer(LOADED_FLAG, torch.tensor(False))
         self._register_load_state_dict_pre_hook(_mark_loaded_from_state_dict, with_module=True)
         print(f"[llava_patch] {type(self).__name__} {vision_tower}: {self.token_compressor}")
@@ -112,7 +112,7 @@ class CompressedTowerMixin:
                 "of them to provide the compressor")
         else:
             self.token_compressor.to(device=self.device, dtype=self.dtype)
-            self._set_ready("average-pooling init (no compression_checkpoint)")
+            self._set_ready(f"untrained {self.token_compressor.family} start (no compression_checkpoint)")
 
     def load_compressor(self, path: str | Path) -> None:
         """Load a toconv checkpoint, checking geometry and width against this tower."""
@@ -153,6 +153,21 @@ class CompressedTowerMixin:
     @property
     def num_patches(self) -> int:
         return self.compression.compression_output_size ** 2
+
+
+def _untrained_compressor(cfg: CompressionArguments, hidden_dim: int) -> nn.Module:
+    """The tower's compressor before its weights arrive, of ``cfg.compression_family`` (None: the
+    family of ``compression_checkpoint`` where that exists, else partial_conv)."""
+    family = cfg.compression_family
+    if family is None:
+        try:
+            family = read_config(cfg.compression_checkpoint)[1] if cfg.compression_checkpoint else None
+        except FileNotFoundError:  # a saved model's config may name a checkpoint moved since
+            family = None
+    cls = compressor_class(family or "partial_conv")
+    return cls.from_config(cls.config_class(input_grid_size=cfg.compression_input_size,
+                                            output_grid_size=cfg.compression_output_size,
+                                            hidden_dim=hidden_dim))
 
 
 def _on_meta(module: nn.Module) -> bool:

@@ -159,6 +159,16 @@ def test_quickstart_uses_the_packaged_photos_128_plus_32():
     assert other.data.imagenet_root == "my/photos"
 
 
+def test_quickstart_on_another_folder_gets_its_own_run_name(tmp_path):
+    """The README's "another folder" command runs beside the quickstart's run folder."""
+    assert load_config([], preset="quickstart").experiment.name == "quickstart"
+    folder = tmp_path / "my photos"
+    cfg = load_config([f"data.imagenet_root={folder}/"], preset="quickstart")
+    assert cfg.experiment.name == "quickstart-my_photos"
+    named = load_config([f"data.imagenet_root={folder}", "experiment.name=mine"], preset="quickstart")
+    assert named.experiment.name == "mine"
+
+
 def test_missing_packaged_photos_say_what_to_pass(monkeypatch, tmp_path):
     from toconv.data import photos
 

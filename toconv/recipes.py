@@ -140,6 +140,15 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+#: The slots family (``model.compressor.family=slots``): its own design, a k-means start fitted on
+#: ``pca_images`` images, a small broadcast decoder (width 32) and a light critic; ``slots-vq``
+#: trains the same way, for a compressor with semantic VQ (:func:`toconv.objective.train_slots`).
+RECIPES["slots"] = Recipe(design="slots", init="kmeans", pca_images=128, batch_size=8, steps=60,
+                          n_critic=1, lr_compressor=3e-5, warmup_steps=10, wgan_weight=0.02,
+                          critic=CriticSpec(width=256), decoder=DecoderSpec(num_layers=1, width=32))
+RECIPES["slots-vq"] = RECIPES["slots"]
+
+
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; expected one of {', '.join(sorted(RECIPES))}")

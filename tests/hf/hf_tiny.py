@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -135,6 +136,19 @@ def processor(kind: str, tower: str | None = None, strategy: str | None = None) 
             video_processor=transformers.LlavaOnevisionVideoProcessor(
                 size={"height": side, "width": side}), **kwargs)
     return _onevision_without_video()(video_processor=None, **kwargs)
+
+
+def loaded_processor(kind: str, folder: Any, strategy: str | None = None) -> Any:
+    """The processor a user gets from ``folder`` (``AutoProcessor``, transformers' default image
+    backend); where the folder holds only the image processor (OneVision on transformers 5
+    without torchvision), :func:`processor` with the folder's ``AutoImageProcessor``."""
+    import transformers
+
+    if (Path(folder) / "processor_config.json").is_file() or kind != "llava_onevision":
+        return transformers.AutoProcessor.from_pretrained(folder)
+    loaded = processor(kind, strategy=strategy)
+    loaded.image_processor = transformers.AutoImageProcessor.from_pretrained(folder)
+    return loaded
 
 
 def has_video_processor() -> bool:

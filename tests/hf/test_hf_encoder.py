@@ -33,7 +33,8 @@ def test_encoder_tokens_are_what_the_projector_reads(tiny_llava_dirs: dict, name
     images = [hf_tiny.image(70, 130, seed=1), hf_tiny.image(120, 50, seed=2)]
     out = encoder(images)
     assert out.patch_tokens.shape == (2, grid * grid, width) and out.cls_token.shape == (2, width)
-    processor = hf_tiny.processor(kind, strategy=strategy)
+    processor = hf_tiny.loaded_processor(kind, folder, strategy)  # what the model will use
+    assert type(encoder.processor) is type(processor.image_processor)
     for i, image in enumerate(images):
         x, _ = hf_tiny.projector_io(model, hf_tiny.inputs(processor, [image]))
         base = x[0]  # NeXT and OneVision: the first tile, the whole image

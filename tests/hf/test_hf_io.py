@@ -3,6 +3,7 @@ a stock model with the compressed processor (or the reverse) fails loudly."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -37,8 +38,10 @@ def test_save_load_gives_identical_ids_and_logits(tmp_path: Path, kind: str, n_o
     with_processor = (tmp_path / "processor_config.json").is_file() or (
         tmp_path / "preprocessor_config.json").is_file()
     loaded, loaded_processor = hf.from_pretrained(tmp_path, load_processor=with_processor)
+    assert config["toconv"]["image_processor_backend"] == "pil"  # hf_tiny builds PIL processors
     if not with_processor:  # transformers 5 saves and loads OneVision processors only with torchvision
         loaded_processor = processor
+    assert type(loaded_processor.image_processor) is type(processor.image_processor)
     image = hf_tiny.image(2 * hf_tiny.tile_side(kind), hf_tiny.tile_side(kind) // 2)
     batch = hf_tiny.inputs(processor, [image])
     again = hf_tiny.inputs(loaded_processor, [image])
@@ -103,6 +106,39 @@ def test_plain_model_save_pretrained_writes_the_same_folder(tmp_path: Path) -> N
         for name in ("plain", "explicit"):
             loaded, loaded_processor = hf.from_pretrained(tmp_path / name)
             assert torch.equal(loaded(**hf_tiny.inputs(loaded_processor, [image])).logits, expected)
+
+
+def test_the_saved_image_backend_comes_back_or_warns(tmp_path: Path) -> None:
+    """A folder recorded with the torchvision backend loads it where torchvision is installed and
+    falls back to PIL with a warning where it is not; a ``backend``/``use_fast`` the caller passes
+    wins over the record."""
+    _saved("llava", tmp_path, 8)
+    config_file = tmp_path / "config.json"
+    config = json.loads(config_file.read_text())
+    config["toconv"]["image_processor_backend"] = "torchvision"
+    config_file.write_text(json.dumps(config))
+    if importlib.util.find_spec("torchvision") is not None:
+        _, processor = hf.from_pretrained(tmp_path)
+        image_processor = hf.load_image_processor(tmp_path)
+        assert hf.image_processor_backend(processor.image_processor) == "torchvision"
+    else:
+        with pytest.warns(UserWarning, match="saved with a torchvision image processor"):
+            _, processor = hf.from_pretrained(tmp_path)
+        with pytest.warns(UserWarning, match="pixel values can differ by about 1e-4"):
+            image_processor = hf.load_image_processor(tmp_path)
+        assert hf.image_processor_backend(processor.image_processor) == "pil"
+    assert type(image_processor) is type(processor.image_processor)
+    if int(transformers.__version__.split(".")[0]) >= 5:  # 4.x's AutoProcessor mishandles use_fast
+        _, chosen = hf.from_pretrained(tmp_path, processor_kwargs={"backend": "pil"})
+        assert hf.image_processor_backend(chosen.image_processor) == "pil"
+
+
+def test_loading_without_the_processor_keeps_the_backend_for_the_next_save(tmp_path: Path) -> None:
+    _saved("llava", tmp_path / "first", 8)
+    model, _ = hf.from_pretrained(tmp_path / "first", load_processor=False)
+    model.save_pretrained(tmp_path / "again")
+    config = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert config["toconv"]["image_processor_backend"] == "pil"
 
 
 def test_from_pretrained_refuses_a_stock_folder(tmp_path: Path) -> None:

@@ -67,7 +67,7 @@ def quick_config(**overrides: Any) -> BenchConfig:
         num_seeds=2,
         recipe_changes={"steps": 30, "warmup_steps": 10, "n_critic": 2},
         probe=replace(ProbeSettings(), probe_train_images=None, reader_steps=150, mlp_steps=200,
-                      trained_steps=250),
+                      trained_steps=500),
         max_train_images=160,
         max_val_images=64,
         timing_images=4,

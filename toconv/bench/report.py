@@ -109,8 +109,8 @@ def markdown(report: dict[str, Any]) -> str:
                   *_table(["method", "tokens", *(f for f, _, _ in FIGURES), "params", "MFLOPs/img",
                            "CPU ms/img", "% encoder"], rows), "",
                   f"Information ceiling (the cell's own PCA code): R² {_fmt(block['ceiling_information'], 3)}. "
-                  f"Fréchet: {block['frechet_tokens_per_set']} tokens per set "
-                  + ("" if block["frechet_enough_tokens"] else "(too few: fewer than "
+                  f"Fréchet: {block['frechet_tokens_per_set']} tokens per set"
+                  + ("" if block["frechet_enough_tokens"] else " (too few: fewer than "
                      f"{config['probe']['frechet_tokens_per_dim']} per dimension, so not reported)")
                   + ".", "", "**Paired verdicts** (difference ± std of the paired difference; a "
                   "verdict only beyond 2 std):", ""]
@@ -186,7 +186,7 @@ def plot(report: dict[str, Any], out_dir: Path) -> list[Path]:
     sizes = report["sizes"]
     names = list(dict.fromkeys(n for b in sizes.values() for n in b["methods"]))
     markers = "osD^vP*XhpH<>d"
-    colours = plt.get_cmap("tab20")
+    colours = plt.get_cmap("tab10")
     title = "quick run" if report["config"].get("quick") else "full run"
     fig, axes = plt.subplots(len(sizes), len(READERS), figsize=(4.6 * len(READERS), 3.8 * len(sizes)),
                              squeeze=False)
@@ -198,7 +198,7 @@ def plot(report: dict[str, Any], out_dir: Path) -> list[Path]:
                     continue
                 x, y = m["information_ceiling"], m[key]
                 ax.errorbar(x["mean"], y["mean"], xerr=x["std"], yerr=y["std"], ls="",
-                            marker=markers[i % len(markers)], color=colours(i % 20), capsize=2, label=name)
+                            marker=markers[i % len(markers)], color=colours(i % 10), capsize=2, label=name)
             ax.set_title(f"{size_label(block)}: {label}")
             ax.set_xlabel("information / ceiling (higher keeps more)")
             ax.set_ylabel(f"{label} accuracy")
@@ -213,7 +213,7 @@ def plot(report: dict[str, Any], out_dir: Path) -> list[Path]:
         shown = [(n, m["frechet"]) for n, m in block["methods"].items() if m["frechet"]["mean"] is not None]
         if shown:
             ax.barh([n for n, _ in shown], [f["mean"] for _, f in shown], xerr=[f["std"] for _, f in shown],
-                    color=[colours(names.index(n) % 20) for n, _ in shown], capsize=2)
+                    color=[colours(names.index(n) % 10) for n, _ in shown], capsize=2)
         floor = block["floor"]
         if floor["mean"] is not None:
             ax.axvspan(floor["mean"] - 2 * floor["std"], floor["mean"] + 2 * floor["std"], color="k",

@@ -13,7 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from toconv.config.presets import PRESETS
 from toconv.config.schema import ALIASES, CHOICES, RECIPE_KEYS, TrainConfig
-from toconv.data.photos import packaged_photos
+from toconv.data import photos
 from toconv.recipes import Recipe, get_recipe, list_recipes
 
 # ``${photos:}``: the photos shipped inside the package (the quickstart's image folder).
@@ -21,7 +21,21 @@ from toconv.recipes import Recipe, get_recipe, list_recipes
 # the old string-only API); LLaVA's environment has 2.3.
 _register = (OmegaConf.register_resolver if tuple(map(int, omegaconf_version.split(".")[:2])) >= (2, 4)
              else OmegaConf.register_new_resolver)
-_register("photos", lambda: str(packaged_photos()), replace=True)
+_register("photos", lambda: str(photos.packaged_photos()), replace=True)
+
+
+def run_name(prefix: str, _root_: DictConfig) -> str:
+    """``${run_name:PREFIX}``: ``PREFIX`` on the packaged photos (or when ``data.imagenet_root``
+    cannot be resolved: its own error follows), else ``PREFIX-<folder name>``, so a preset run on
+    another folder gets its own run folder."""
+    root = OmegaConf.select(_root_, "data.imagenet_root", throw_on_resolution_failure=False)
+    if root is None or Path(root).expanduser().resolve() == photos.PHOTOS_DIR.resolve():
+        return prefix
+    folder = Path(root).expanduser().resolve().name
+    return f"{prefix}-" + "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in folder)
+
+
+_register("run_name", run_name, replace=True)
 
 
 class ConfigError(ValueError):
@@ -108,6 +122,7 @@ def validate(cfg: DictConfig) -> None:
     for key in positive:
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"{key}: expected an integer >= 1, got {OmegaConf.select(cfg, key)}")
+    _validate_family(cfg)
     if cfg.model.compressor.pin_pooling < 0:
         raise ConfigError(f"model.compressor.pin_pooling: expected an integer >= 0, got "
                           f"{cfg.model.compressor.pin_pooling}")
@@ -129,6 +144,25 @@ def validate(cfg: DictConfig) -> None:
     if cfg.data.imagenet_root is None:
         raise ConfigError("data.imagenet_root: expected a folder of images (ImageNet layout or plain), "
                           "got nothing; pass data.imagenet_root=PATH")
+
+
+def _validate_family(cfg: DictConfig) -> None:
+    """The compressor family exists, and the slots family goes with its design and starts."""
+    from toconv.models import list_families
+
+    c = cfg.model.compressor
+    if c.family not in list_families():
+        raise ConfigError(f"model.compressor.family: expected one of {', '.join(list_families())}, "
+                          f"got {c.family!r}")
+    slots = c.family == "slots"
+    if slots != (cfg.model.design == "slots"):
+        raise ConfigError(f"model.design: the slots design trains the slots family and only it; got "
+                          f"design {cfg.model.design!r} with family {c.family!r} (for slots: "
+                          f"recipe=slots)")
+    starts = ("kmeans", "random") if slots else ("avg", "random", "pca")
+    if c.init not in starts:
+        raise ConfigError(f"model.compressor.init: the {c.family} family starts from one of "
+                          f"{', '.join(starts)}, got {c.init!r}")
 
 
 def _split_recipe(items: Sequence[str]) -> tuple[str | None, list[str]]:
@@ -168,6 +202,8 @@ def load_config(overrides: Sequence[str] = (), preset: str | None = None) -> Dic
         while cause.__cause__ is not None or cause.__context__ is not None:
             cause = cause.__cause__ or cause.__context__
         raise ConfigError(f"{getattr(err, 'full_key', None) or 'interpolation'}: {cause}") from None
+    if cfg.model.compressor.family is None:
+        cfg.model.compressor.family = "slots" if cfg.model.design == "slots" else "partial_conv"
     validate(cfg)
     return cfg
 

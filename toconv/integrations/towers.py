@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from toconv.models import TokenCompressor
+from toconv.models import TokenCompressor, load_compressor
 
 
 def tower_grid_side(image_size: int, patch_size: int, expected: int | None = None,
@@ -38,15 +38,15 @@ def compress_patch_tokens(compressor: TokenCompressor, features: Tensor, has_cls
 def load_tower_compressor(path: str | Path, input_grid_size: int, output_grid_size: int,
                           hidden_dim: int, device: torch.device | str | None = None,
                           dtype: torch.dtype | None = None) -> TokenCompressor:
-    """Load a toconv checkpoint for a tower, checking its geometry and widths.
+    """Load a toconv checkpoint of any family for a tower, checking its geometry and widths.
 
     The compressor must read ``hidden_dim``-wide tokens of an ``input_grid_size`` grid, give an
     ``output_grid_size`` grid and keep the width (the projector after it expects the tower's
     width). A mismatch raises ``ValueError`` naming the checkpoint and the tower.
     """
-    compressor = TokenCompressor.from_pretrained(path, input_grid_size=input_grid_size,
-                                                 output_grid_size=output_grid_size,
-                                                 hidden_dim=hidden_dim, cls_token=False)
+    compressor = load_compressor(path, input_grid_size=input_grid_size,
+                                 output_grid_size=output_grid_size, hidden_dim=hidden_dim,
+                                 cls_token=False)
     if compressor.config.output_dim != hidden_dim:
         raise ValueError(f"checkpoint {path} outputs {compressor.config.output_dim} channels, but the "
                          f"projector after the tower expects the tower width {hidden_dim}")

@@ -9,7 +9,6 @@ from toconv.metrics.readers import (
     TokenReader,
     TrainedReader,
     covered_histograms,
-    kmeans,
     token_positions,
 )
 from toconv.metrics.rf_stats import BUCKETS, RFStats, rf_cosines, rf_statistics
@@ -30,7 +29,6 @@ __all__ = [
     "covered_histograms",
     "frechet_distance",
     "information_per_image",
-    "kmeans",
     "rf_cosines",
     "rf_statistics",
     "token_positions",

@@ -19,25 +19,7 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from toconv.metrics.settings import ProbeSettings, chunks
-
-
-def kmeans(x: Tensor, k: int, iters: int, generator: torch.Generator) -> Tensor:
-    """Lloyd's k-means on (S, C) rows from a k-means++ start; returns (k, C) centroids (an
-    emptied cluster keeps its centroid)."""
-    first = torch.randint(x.shape[0], (1,), generator=generator)
-    centroids = x[first.to(x.device)]
-    nearest = torch.cdist(x, centroids).squeeze(1).square()
-    for _ in range(k - 1):  # k-means++: the next centre drawn in proportion to squared distance
-        pick = torch.multinomial(nearest.cpu() + 1e-12, 1, generator=generator).to(x.device)
-        centroids = torch.cat([centroids, x[pick]])
-        nearest = torch.minimum(nearest, torch.cdist(x, x[pick]).squeeze(1).square())
-    for _ in range(iters):
-        assign = torch.cdist(x, centroids).argmin(dim=1)
-        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
-        counts = torch.bincount(assign, minlength=k)
-        filled = counts > 0
-        centroids[filled] = sums[filled] / counts[filled, None].to(x.dtype)
-    return centroids
+from toconv.models.kmeans import kmeans
 
 
 def training_curve(losses: list[float]) -> dict[str, float]:
@@ -57,7 +39,8 @@ class PseudoLabels:
         self.mean, self.std = flat.mean(0), flat.std(0).clamp_min(1e-6)
         pick = torch.randperm(flat.shape[0], generator=generator)[: settings.reader_fit_tokens]
         sample = self.standardise(flat[pick.to(flat.device)])
-        self.centroids = kmeans(sample, settings.reader_clusters, settings.reader_kmeans_iters, generator)
+        self.centroids = kmeans(sample[None], settings.reader_clusters, settings.reader_kmeans_iters,
+                                generator, plus_plus=True)[0][0]
 
     @property
     def num_classes(self) -> int:

@@ -22,17 +22,17 @@ class ProbeSettings:
     mlp_width: int = 512
     """Width of the frozen MLP reader (a two-layer GELU projector, then a linear head)."""
     mlp_steps: int = 400
-    mlp_batch_tokens: int = 2048
+    mlp_batch_tokens: int = 1024
     mlp_lr: float = 1e-3
-    trained_width: int = 128
+    trained_width: int = 64
     """The trained reader: width, transformer layers and heads of its :class:`QueryReader`."""
     trained_layers: int = 2
     trained_heads: int = 4
-    trained_steps: int = 600
+    trained_steps: int = 1000
     trained_batch_size: int = 16
     trained_queries: int = 144
     """Original positions each training image is asked about per step (all N at scoring)."""
-    trained_lr: float = 2e-3
+    trained_lr: float = 3e-3
     frechet_tokens_per_dim: int = 10
     """Fréchet needs at least this many tokens per dimension in each set, else it is not reported."""
 

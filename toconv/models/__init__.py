@@ -15,14 +15,19 @@ from toconv.models.registry import (
     register_compressor,
     register_preset,
 )
+from toconv.models.slots import SemanticVQ, SlotCompressor, SlotConfig, init_slots
 
 __all__ = [
     "CompressorConfig",
+    "SemanticVQ",
+    "SlotCompressor",
+    "SlotConfig",
     "TokenCompressor",
     "compressor_class",
     "compressor_metadata",
     "create_compressor",
     "init_compressor",
+    "init_slots",
     "list_families",
     "list_presets",
     "load_compressor",

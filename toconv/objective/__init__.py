@@ -8,6 +8,7 @@ from toconv.objective.decoders import GlobalDecoder, RFAttentionDecoder, RFConvD
 from toconv.objective.designs import Design, build_design, list_designs, register_design
 from toconv.objective.objective import CompressorObjective
 from toconv.objective.reconstruction import ReconstructionLoss, reconstruction_loss
+from toconv.objective.slots import train_slots
 from toconv.objective.step import make_optimizers, train_on_tokens, train_step
 from toconv.objective.wgan import (
     ADVERSARIAL_LOSSES,
@@ -39,5 +40,6 @@ __all__ = [
     "reconstruction_loss",
     "register_design",
     "train_on_tokens",
+    "train_slots",
     "train_step",
 ]

@@ -22,8 +22,10 @@ from tqdm.auto import tqdm
 
 from toconv.config import recipe_from_config
 from toconv.data import EpochBatches, ImageFolderDataset
-from toconv.encoders import FrozenEncoder, build_encoder
-from toconv.models import TokenCompressor, init_compressor
+from toconv.data.images import num_val_images
+from toconv.encoders import FrozenEncoder, build_encoder, preset_token_shape
+from toconv.geometry import RFGeometry, resolve_geometry
+from toconv.models import SlotCompressor, TokenCompressor, init_compressor, init_slots
 from toconv.objective import CompressorObjective, make_optimizers, train_step
 from toconv.training import checkpoint
 from toconv.training.data import (
@@ -104,6 +106,8 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.training
         logger.info("run folder %s (%s)", self.run_dir, "resuming" if resuming else "new run")
         self._encoder: FrozenEncoder | None = None
+        self.fit_pca = cfg.model.compressor.init == "pca" and not resuming
+        self.fit_kmeans = cfg.model.compressor.init == "kmeans" and not resuming
         self.train_source, self.val_source = self._sources()
         grid, hidden_dim = self._token_geometry()
         if cfg.model.compressor.input_grid_size != grid:
@@ -113,7 +117,7 @@ class Trainer:
         self.grid, self.hidden_dim = grid, hidden_dim
 
         self.recipe = recipe_from_config(cfg)
-        compressor = self._initial_compressor(grid, hidden_dim, fit=not resuming)
+        compressor = self._initial_compressor(grid, hidden_dim)
         set_seed(t.seed)
         self.objective = CompressorObjective.from_recipe(compressor, self.recipe)
         self.generator = torch.Generator(device=self.device).manual_seed(
@@ -139,18 +143,33 @@ class Trainer:
         self.visualizations: dict[str, Path] = {}
 
     # ----------------------------------------------------------------------------- setup
-    def _initial_compressor(self, grid: int, hidden_dim: int, fit: bool = True) -> TokenCompressor:
+    def _initial_compressor(self, grid: int, hidden_dim: int) -> nn.Module:
         """The compressor's start (``model.compressor.init``; ``pca`` is fitted on the first
-        ``model.compressor.pca_images`` training images, seeded by ``training.seed``). Without
-        ``fit`` (resuming: the saved state replaces the weights) no start is fitted."""
+        ``model.compressor.pca_images`` training images, seeded by ``training.seed``). When
+        resuming, the saved state replaces the weights and no start is fitted."""
         c = self.cfg.model.compressor
-        if c.init != "pca" or not fit:
+        if c.family == "slots":
+            return self._initial_slots(grid, hidden_dim)
+        if not self.fit_pca:
             init = "avg" if c.init == "pca" else c.init
             return TokenCompressor(grid, c.output_grid_size, hidden_dim=hidden_dim, init=init)
+        check_pca_images(self.cfg, self.train_dataset, len(self.train_source), grid, hidden_dim)
         count = min(c.pca_images, len(self.train_source))
         logger.info("fitting the PCA initialisation of the compressor on %d training images", count)
         return init_compressor(self.train_source.tokens(list(range(count))), c.output_grid_size,
                                init="pca", seed=self.cfg.training.seed, pin_pooling=c.pin_pooling)
+
+    def _initial_slots(self, grid: int, hidden_dim: int) -> SlotCompressor:
+        """The slots family's start: ``kmeans`` fitted on the first ``pca_images`` training images
+        (:func:`~toconv.models.init_slots`, seeded by ``training.seed``), or ``random`` (and when
+        resuming)."""
+        c = self.cfg.model.compressor
+        if not self.fit_kmeans:
+            return SlotCompressor(grid, c.output_grid_size, hidden_dim=hidden_dim)
+        count = min(c.pca_images, len(self.train_source))
+        logger.info("fitting the k-means start of the slots on %d training images", count)
+        return init_slots(self.train_source.tokens(list(range(count))), c.output_grid_size,
+                          seed=self.cfg.training.seed)
 
     def _run_dir(self) -> Path:
         e, m = self.cfg.experiment, self.cfg.model
@@ -194,6 +213,10 @@ class Trainer:
         for dataset in datasets.values():
             if len(dataset) == 0:
                 raise ValueError(empty_split_message(dataset))
+        self.train_dataset = datasets["train"]
+        shape = preset_token_shape(self.cfg.encoder.name)
+        if self.fit_pca and shape is not None:  # before anything is encoded
+            check_pca_images(self.cfg, self.train_dataset, len(self.train_dataset), *shape)
         if not d.use_cache:
             logger.info("no feature cache: the encoder runs in the loop")
             return (EncodedImages(datasets["train"], self.encoder(), d.num_workers),
@@ -431,3 +454,43 @@ def empty_split_message(dataset: ImageFolderDataset) -> str:
     return (f"data.imagenet_root: {root} holds {dataset.num_found} image(s), too few for a "
             f"{dataset.split} split: a plain folder needs at least 2 (the validation share is "
             f"data.val_fraction={dataset.val_fraction} or data.val_size={dataset.val_size})")
+
+
+def pca_images_needed(grid: int, output_grid_size: int, hidden_dim: int) -> tuple[int, int]:
+    """``(images, full RFs per image)``: the PCA start fits more than ``hidden_dim`` full receptive
+    fields (windows that lie wholly inside the ``grid`` x ``grid`` token grid)."""
+    rf = RFGeometry.from_conv(resolve_geometry(grid, output_grid_size))
+    full = int(rf.mask.all(dim=1).sum())
+    return hidden_dim // full + 1, full
+
+
+def check_pca_images(cfg: DictConfig, dataset: ImageFolderDataset, num_train: int, grid: int,
+                     hidden_dim: int) -> None:
+    """Raise ``ValueError`` when the PCA start (``model.compressor.init=pca``) cannot be fitted on
+    ``num_train`` training images of ``grid`` x ``grid`` tokens of width ``hidden_dim``; the
+    message names the images needed, the key to change and ``model.compressor.init=avg``."""
+    c, d = cfg.model.compressor, cfg.data
+    need, full = pca_images_needed(grid, c.output_grid_size, hidden_dim)
+    used = min(c.pca_images, num_train)
+    if used >= need:
+        return
+    if c.pca_images < need <= num_train:
+        got = f"model.compressor.pca_images={c.pca_images}"
+        fix = f"raise model.compressor.pca_images to {need}"
+    else:
+        got = f"{num_train} training image(s) from data.imagenet_root={dataset.root}"
+        if d.use_subset and d.subset_size < need:
+            fix = f"raise data.subset_size (now {d.subset_size}) to {need}"
+        elif dataset.layout == "imagenet":
+            fix = f"put at least {need} images in {dataset.root / 'train'}"
+        else:
+            images = need
+            while images - num_val_images(images, dataset.val_fraction, dataset.val_size) < need:
+                images += 1
+            fix = (f"pass a folder of at least {images} images ({images - need} of them go to "
+                   f"validation with these settings)")
+    raise ValueError(
+        f"the PCA start (model.compressor.init=pca) of {grid}x{grid} -> {c.output_grid_size}x"
+        f"{c.output_grid_size} tokens of width {hidden_dim} needs {need} training images ({full} "
+        f"full receptive fields each, more than {hidden_dim} in all), got {got}: {fix}, or "
+        f"train on fewer images from the average-pooling start with model.compressor.init=avg")
