@@ -68,10 +68,10 @@ class CompressorObjective(nn.Module):
         # (C, p) pinned directions and the pinned part of the start, Uᵀ·weight and Uᵀ·bias; not
         # saved with the objective (the start's basis does not travel in checkpoints)
         self.register_buffer("pinned_basis", basis, persistent=False)
-        conv = compressor.conv
-        self.register_buffer("pinned_weight", None if basis is None else _pinned_part(basis, conv.weight),
+        conv = None if basis is None else compressor.conv
+        self.register_buffer("pinned_weight", None if conv is None else _pinned_part(basis, conv.weight),
                              persistent=False)
-        self.register_buffer("pinned_bias", None if basis is None or conv.bias is None
+        self.register_buffer("pinned_bias", None if conv is None or conv.bias is None
                              else _pinned_part(basis, conv.bias), persistent=False)
 
     @classmethod
