@@ -110,6 +110,9 @@ class Recipe:
 #: 24→8 on DINOv2-S (two seeds): information at the cell's PCA ceiling, the frozen linear and MLP
 #: readers within noise of average pooling; a stronger critic (0.1) read worse and looked less
 #: real (Fréchet), the anchored design stayed within noise of it.
+METHOD: dict[str, Any] = {"design": "rf", "init": "pca", "pin_pooling": 64, "freeze_pinned": True,
+                          "lr_compressor": 1e-4, "wgan_weight": 0.02}
+
 #: The benchmark's sizes: 640 training images of DINOv2-S tokens, 200 steps of batch 8, a small
 #: critic and decoder.
 _BENCH_SIZES: dict[str, Any] = {"pca_images": 640, "batch_size": 8, "steps": 200, "warmup_steps": 40,
