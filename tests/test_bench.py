@@ -196,3 +196,14 @@ def test_checkpoints_are_scored_as_extra_rows_at_their_own_size(tmp_path) -> Non
     TokenCompressor(24, 4, hidden_dim=16).save_pretrained(tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="reads a 24x24 grid of width 16, but the benchmark's tokens are a 16x16"):
         load_checkpoints([tmp_path / "other.safetensors"], features)
+
+
+@pytest.mark.parametrize("output", [8, 6])
+def test_pin_sweep_rows_run_from_the_pca_start_to_average_pooling(output: int) -> None:
+    features = synthetic_features(40, 6, grid_size=24, dim=16)
+    ctx = MethodContext(features.train, resolve_geometry(24, output), tiny_config(output_grid_sizes=(output,)),
+                        lambda _: None, seed=0)
+    pooled = average_pool(features.val, output)
+    for name in ("toconv-pin-384", "toconv-pin-16"):  # min(p, C=16) pins every direction
+        torch.testing.assert_close(build_method(name, ctx).compress(features.val), pooled, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(build_method("toconv-pin-0", ctx).compress(features.val), pooled, atol=1e-2)

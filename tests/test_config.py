@@ -22,7 +22,7 @@ from toconv.config import (
     save_config,
 )
 from toconv.objective.designs import list_designs
-from toconv.recipes import RECIPES
+from toconv.recipes import METHOD, RECIPES
 from toconv.train import main, split_preset
 
 ROOT = ["data.imagenet_root=some/images"]
@@ -33,6 +33,22 @@ def test_defaults_are_clip_l336_24to12_with_the_default_recipe():
     assert cfg.encoder.name == "clip-l336" and cfg.recipe == "default"
     assert (cfg.model.compressor.input_grid_size, cfg.model.compressor.output_grid_size) == (24, 12)
     assert recipe_from_config(cfg) == RECIPES["default"]
+
+
+def test_the_bench_and_the_quickstart_train_the_default_method():
+    for name in ("default", "bench", "quickstart"):
+        recipe = RECIPES[name]
+        assert {key: getattr(recipe, key) for key in METHOD} == METHOD, name
+
+
+def test_adversarial_and_pinning_keys_reach_the_recipe():
+    cfg = load_config(ROOT + ["loss.wgan.kind=hinge", "loss.wgan.r1_weight=2.0", "loss.wgan.lambda_gp=0",
+                              "model.compressor.freeze_pinned=false"])
+    recipe = recipe_from_config(cfg)
+    assert (recipe.adversarial_loss, recipe.r1_weight, recipe.lambda_gp) == ("hinge", 2.0, 0.0)
+    assert recipe.freeze_pinned is False
+    with pytest.raises(ConfigError, match="loss.wgan.kind: expected one of wgan-gp, hinge, got 'lsgan'"):
+        load_config(ROOT + ["loss.wgan.kind=lsgan"])
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))

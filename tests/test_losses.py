@@ -8,6 +8,8 @@ from toconv.objective import (
     critic_loss,
     generator_loss,
     gradient_penalty,
+    hinge_critic_loss,
+    r1_penalty,
     reconstruction_loss,
 )
 
@@ -82,6 +84,32 @@ def test_wasserstein_losses():
     real, fake = torch.tensor([1.0, 3.0]), torch.tensor([0.5, 0.5])
     torch.testing.assert_close(critic_loss(real, fake), torch.tensor(-1.5))
     torch.testing.assert_close(generator_loss(fake), torch.tensor(-0.5))
+
+
+def test_hinge_critic_loss_by_hand():
+    real, fake = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([-3.0, 0.0, 0.5])
+    # real: max(0, 1 − D) = 0, 0.5, 2 → 2.5/3; fake: max(0, 1 + D) = 0, 1, 1.5 → 2.5/3
+    torch.testing.assert_close(hinge_critic_loss(real, fake), torch.tensor(5.0 / 3))
+
+
+def test_r1_penalty_of_linear_critic_is_analytic():
+    w = torch.tensor([3.0, 4.0])  # ‖∇D‖² = 25 everywhere
+    torch.testing.assert_close(r1_penalty(LinearCritic(w), torch.randn(5, 7, 2), weight=2.0),
+                               torch.tensor(25.0))
+
+
+def test_r1_penalty_matches_per_sample_autograd_reference():
+    critic = QuadraticCritic(4)
+    real = torch.randn(3, 5, 4, dtype=torch.float64)
+    penalty = r1_penalty(critic, real, weight=0.4)
+    terms = []
+    for point in real.reshape(-1, 4):
+        point = point.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(critic(point), point)
+        terms.append(g.pow(2).sum())
+    torch.testing.assert_close(penalty, 0.2 * torch.stack(terms).mean())
+    penalty.backward()
+    assert critic.a.grad is not None and critic.a.grad.abs().sum() > 0
 
 
 def test_reconstruction_loss_ignores_invalid_slots():

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from toconv.geometry import gather_rf_tokens
-from toconv.models import TokenCompressor
+from toconv.models import TokenCompressor, init_compressor
+from toconv.models.pca_init import pinned_directions
 from toconv.objective import (
     CompressorObjective,
     Design,
@@ -167,3 +168,61 @@ def test_train_step_reuses_the_compressed_tokens_and_skips_the_critic_at_weight_
     losses = train_step(recon, tokens, critic_opt, generator_opt, SMALL, step=0)
     assert "wasserstein" not in losses and not critic_opt.state
     assert all(torch.equal(a, b) for a, b in zip(critic_before, recon.critic_parameters(), strict=True))
+
+
+def test_critic_losses_follow_the_recipe() -> None:
+    tokens = torch.randn(3, 64, DIM)
+    losses = {}
+    for name, changes in {"wgan-gp": {}, "hinge": {"adversarial_loss": "hinge", "lambda_gp": 0.0},
+                          "r1": {"adversarial_loss": "hinge", "lambda_gp": 0.0, "r1_weight": 1.0}}.items():
+        torch.manual_seed(0)
+        obj = CompressorObjective.from_recipe(TokenCompressor(8, 4, DIM), SMALL.changed(**changes))
+        out = obj.critic_losses(tokens, torch.Generator().manual_seed(0))
+        real = obj.critic(obj.real_samples(tokens, torch.Generator().manual_seed(0)))
+        fake = obj.critic(obj.compressor(tokens))
+        torch.testing.assert_close(out["wasserstein"], (real.mean() - fake.mean()).detach())
+        losses[name] = out
+    assert losses["wgan-gp"]["gradient_penalty"] > 0 and losses["hinge"]["gradient_penalty"] == 0
+    assert losses["r1"]["gradient_penalty"] > 0
+    torch.testing.assert_close(losses["r1"]["loss"] - losses["r1"]["gradient_penalty"], losses["hinge"]["loss"])
+    with pytest.raises(ValueError, match="adversarial_loss: expected one of wgan-gp, hinge, got 'lsgan'"):
+        CompressorObjective.from_recipe(TokenCompressor(8, 4, DIM), SMALL.changed(adversarial_loss="lsgan"))
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_training_a_pinned_start_moves_only_the_residual_code(freeze: bool) -> None:
+    tokens = torch.randn(24, 64, DIM) + torch.linspace(-1, 1, DIM)
+    start = init_compressor(tokens, 4, pin_pooling=5)
+    basis = pinned_directions(start)
+    recipe = SMALL.changed(steps=6, warmup_steps=2, batch_size=4, n_critic=1, lr_compressor=1e-2,
+                           freeze_pinned=freeze)
+    trained, _ = train_on_tokens(tokens, start, recipe)
+    weight, bias = trained.conv.weight, trained.conv.bias
+
+    def pinned(w: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("cp,c...->p...", basis, w)
+
+    assert not torch.allclose(weight, start.conv.weight, atol=1e-3)
+    held = torch.allclose(pinned(weight), pinned(start.conv.weight), atol=1e-6, rtol=0)
+    held = held and torch.allclose(pinned(bias), pinned(start.conv.bias), atol=1e-6, rtol=0)
+    assert held == freeze
+    with torch.no_grad():
+        moved = (trained(tokens) - start(tokens)) @ basis
+    assert (moved.abs().max() < 1e-4) == freeze
+
+
+def test_the_critic_on_residual_sees_and_pushes_no_pinned_part() -> None:
+    tokens = torch.randn(24, 64, DIM) + torch.linspace(-1, 1, DIM)
+    start = init_compressor(tokens, 4, pin_pooling=5)
+    basis = pinned_directions(start)
+    torch.manual_seed(0)
+    obj = CompressorObjective.from_recipe(start, SMALL.changed(critic_on_residual=True))
+    z = start(tokens).detach().requires_grad_(True)
+    view = obj.critic_view(z)
+    assert (view @ basis).abs().max() < 1e-5
+    (grad,) = torch.autograd.grad(obj.critic(view).mean(), z)
+    assert (grad @ basis).abs().max() < 1e-6 < grad.abs().max()
+    plain = CompressorObjective.from_recipe(start, SMALL)
+    assert plain.critic_view(z) is z
+    unpinned = CompressorObjective.from_recipe(TokenCompressor(8, 4, DIM), SMALL.changed(critic_on_residual=True))
+    assert unpinned.critic_view(z) is z

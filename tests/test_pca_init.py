@@ -8,8 +8,10 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from toconv.bench.reducers import average_pool
 from toconv.geometry import gather_rf_tokens
-from toconv.models import TokenCompressor, pca_init_
+from toconv.models import TokenCompressor, init_compressor, pca_init_
+from toconv.models.pca_init import cell_weights, pinned_directions
 
 
 def smooth_tokens(b: int, grid: int, dim: int, seed: int = 0) -> torch.Tensor:
@@ -83,5 +85,54 @@ def test_refuses_what_it_cannot_fit() -> None:
         pca_init_(TokenCompressor(8, 4, 12), smooth_tokens(4, 8, 10))
     with pytest.raises(ValueError, match="more than 12 full receptive fields"):
         pca_init_(TokenCompressor(8, 2, 12), smooth_tokens(2, 8, 12))  # 2 × 4 RFs
-    with pytest.raises(ValueError, match="pin_pooling: expected 0 to 11 pinned directions, got 12"):
-        pca_init_(TokenCompressor(8, 4, 12), smooth_tokens(64, 8, 12), pin_pooling=12)
+    with pytest.raises(ValueError, match="pin_pooling: expected 0 to 12 pinned directions, got 13"):
+        pca_init_(TokenCompressor(8, 4, 12), smooth_tokens(64, 8, 12), pin_pooling=13)
+    with pytest.raises(ValueError, match="grid cells need an output side that divides the input side"):
+        pca_init_(TokenCompressor(16, 12, 12), smooth_tokens(8, 16, 12), pin_pooling=4)
+
+
+@pytest.fixture(scope="module")
+def grid_tokens() -> torch.Tensor:
+    return smooth_tokens(12, 24, 12, seed=3)
+
+
+def test_cell_weights_average_the_grid_cell_inside_the_window() -> None:
+    from toconv.geometry import resolve_geometry
+
+    at12 = rearrange(cell_weights(resolve_geometry(24, 12)), "(dy dx) -> dy dx", dy=3)
+    torch.testing.assert_close(at12, torch.tensor([[0, 0, 0], [0, 0.25, 0.25], [0, 0.25, 0.25]]))
+    torch.testing.assert_close(cell_weights(resolve_geometry(24, 8)), torch.full((9,), 1 / 9))
+    torch.testing.assert_close(cell_weights(resolve_geometry(24, 6)), torch.full((16,), 1 / 16))
+
+
+@pytest.mark.parametrize("output", [12, 8, 6])
+def test_pinning_every_direction_is_average_pooling_of_the_cell(grid_tokens, output: int) -> None:
+    compressor = init_compressor(grid_tokens, output, pin_pooling=100)  # above C=12: all pinned
+    assert pinned_directions(compressor).shape == (12, 12)
+    with torch.no_grad():
+        z = compressor(grid_tokens)
+    pooled = average_pool(grid_tokens, output)
+    full = compressor.rf.mask.all(dim=1)  # 24→12: the partial conv rescales clipped windows
+    torch.testing.assert_close(z[:, full], pooled[:, full], atol=1e-5, rtol=1e-5)
+    scale = (compressor.rf.max_size / compressor.rf.sizes).float()
+    torch.testing.assert_close(z, pooled * scale[:, None], atol=1e-5, rtol=1e-5)
+    assert full.all() == (output != 12)
+
+
+@pytest.mark.parametrize(("output", "pinned"), [(12, 3), (8, 5), (6, 1), (8, 11)])
+def test_pinned_directions_read_the_cell_mean_and_do_not_travel_in_checkpoints(
+        grid_tokens, tmp_path, output: int, pinned: int) -> None:
+    compressor = init_compressor(grid_tokens, output, pin_pooling=pinned)
+    basis = pinned_directions(compressor)
+    x = rearrange(grid_tokens, "b n c -> (b n) c")
+    _, vectors = torch.linalg.eigh(torch.cov(x.T))
+    torch.testing.assert_close(basis @ basis.T, vectors[:, -pinned:] @ vectors[:, -pinned:].T)
+    with torch.no_grad():
+        z = compressor(grid_tokens)
+    full = compressor.rf.mask.all(dim=1)
+    torch.testing.assert_close((z @ basis)[:, full], (average_pool(grid_tokens, output) @ basis)[:, full],
+                               atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(z[:, full], average_pool(grid_tokens, output)[:, full], atol=1e-2)
+    saved = compressor.save_pretrained(tmp_path / "pinned.safetensors")
+    assert pinned_directions(TokenCompressor.from_pretrained(saved)) is None
+    assert pinned_directions(init_compressor(grid_tokens, output)) is None

@@ -220,6 +220,29 @@ def _start(name: str, recipe_name: str) -> None:
 _start("toconv-init", "bench")
 _start("toconv-pinned-init", "bench-pinned")
 
+PIN_SWEEP = (0, 16, 32, 64, 128, 192, 384)
+"""Pinned directions of the ``toconv-pin-{p}`` rows (min(p, C) at token width C; 384 = C of
+DINOv2-S: average pooling of the cell)."""
+
+
+def _pin_start(pinned: int) -> None:
+    name = f"toconv-pin-{pinned}"
+
+    @register_method(name, seeded=True)
+    def build(ctx: MethodContext) -> Method:
+        recipe = ctx.recipe("bench")
+        started = time.perf_counter()
+        start = init_compressor(ctx.train[: recipe.pca_images], ctx.geometry.output_grid_size, recipe.init,
+                                ctx.method_seed, pinned)
+        seconds = time.perf_counter() - started
+        ctx.log(f"  {name} start {ctx.geometry.name} seed {ctx.method_seed} in {seconds:.0f} s")
+        return compressor_method(name, start.eval(), train_seconds=seconds,
+                                 source=f"recipe bench, pin_pooling={pinned} (untrained)")
+
+
+for _pinned in PIN_SWEEP:
+    _pin_start(_pinned)
+
 
 def _toconv(name: str, recipe_name: str) -> None:
     @register_method(name, seeded=True)
@@ -235,6 +258,7 @@ _toconv("toconv-rf", "bench")
 _toconv("toconv-global", "bench-global")
 _toconv("toconv-recon", "bench-recon")
 _toconv("toconv-rf-pinned", "bench-pinned")
+_toconv("toconv-rf-anchored", "bench-anchored")
 
 
 @register_method("unshuffle-linear", seeded=True)

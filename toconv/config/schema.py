@@ -17,6 +17,7 @@ _RECIPE = RECIPES["default"]
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.compressor.init": ("avg", "random", "pca", "kmeans"),
     "model.decoder.kind": ("conv", "attention"),
+    "loss.wgan.kind": ("wgan-gp", "hinge"),
     "hardware.device": ("auto", "cpu", "cuda"),
     "hardware.mixed_precision": ("fp32", "fp16", "bf16"),
 }
@@ -27,11 +28,15 @@ RECIPE_KEYS: dict[str, str] = {
     "model.compressor.init": "init",
     "model.compressor.pca_images": "pca_images",
     "model.compressor.pin_pooling": "pin_pooling",
+    "model.compressor.freeze_pinned": "freeze_pinned",
+    "model.critic.on_residual": "critic_on_residual",
     **{f"model.decoder.{k}": f"decoder.{k}" for k in ("kind", "num_layers", "width", "num_heads")},
     **{f"model.critic.{k}": f"critic.{k}" for k in ("width", "depth", "dropout")},
     "loss.weights.ae": "ae_weight",
     "loss.weights.wgan": "wgan_weight",
+    "loss.wgan.kind": "adversarial_loss",
     "loss.wgan.lambda_gp": "lambda_gp",
+    "loss.wgan.r1_weight": "r1_weight",
     **{f"training.{k}": k for k in ("batch_size", "n_critic", "lr_compressor", "lr_decoder",
                                     "lr_critic", "warmup_steps", "betas", "grad_clip")},
     "training.max_steps": "steps",
@@ -105,8 +110,11 @@ class CompressorSection:
     pca_images: int = _RECIPE.pca_images
     """Training images the ``pca`` initialisation is fitted on."""
     pin_pooling: int = _RECIPE.pin_pooling
-    """Top principal directions of real tokens in which the ``pca`` start keeps average pooling
-    exactly (0: the plain PCA code; see :func:`toconv.models.pca_init_`)."""
+    """Top principal directions of real tokens in which the ``pca`` start keeps average pooling of
+    the grid cell exactly (0: the plain PCA code; at least the token width: average pooling; see
+    :func:`toconv.models.pca_init_`)."""
+    freeze_pinned: bool = _RECIPE.freeze_pinned
+    """With a pinned start, train only the residual code (the pinned part stays the start's)."""
 
 
 @dataclass
@@ -130,6 +138,8 @@ class CriticSection:
     width: int = _RECIPE.critic.width
     depth: int = _RECIPE.critic.depth
     dropout: float = _RECIPE.critic.dropout
+    on_residual: bool = _RECIPE.critic_on_residual
+    """With a frozen pinned start, compare tokens without their pinned part."""
 
 
 @dataclass
@@ -150,9 +160,14 @@ class LossWeights:
 
 @dataclass
 class WGANConfig:
-    """(Accepted under its old name ``loss.rf_wgan``.)"""
+    """The adversarial loss. (Accepted under its old name ``loss.rf_wgan``.)"""
 
+    kind: str = _RECIPE.adversarial_loss
+    """The critic's loss: ``wgan-gp`` (Wasserstein) or ``hinge``."""
     lambda_gp: float = _RECIPE.lambda_gp
+    """Gradient-penalty weight (0: none)."""
+    r1_weight: float = _RECIPE.r1_weight
+    """γ of the R1 penalty γ/2·E‖∇D(real)‖² on real tokens (0: none)."""
 
 
 @dataclass

@@ -11,15 +11,22 @@ For full receptive fields with flattened tokens r ∈ R^{k²C}, the compressor i
 * Q: the rotation (orthogonal Procrustes) that brings these tokens closest to average pooling of
   the same RF, so each compressed token also *means* what a pooled token means.
 
-With ``pin_pooling=p`` the top-p principal directions of real tokens carry average pooling
-exactly (what a frozen reader of real tokens reads best), and the other C − p directions carry the
-moment-matched PCA code of what pooling leaves out of the RF:
+Pooling means the average-pooling cell of the output token: the s×s grid cell (s = input side /
+output side), which is the whole window at 24→8 and 24→6 and the 2×2 cell inside the 3×3 window
+at 24→12.
 
-    z = μ_x + U Uᵀ (mean(r) − μ_x) + V Λ^{1/2} · Q · D_e^{-1/2} · P_eᵀ e(r)
+With ``pin_pooling=p`` the top-p principal directions of real tokens carry average pooling of the
+cell exactly (what a frozen reader of real tokens reads best), and the other C − p directions carry
+the moment-matched PCA code of what pooling leaves out of the RF:
 
-with U (C × p) and V, Λ the top and the remaining principal directions and variances of x, e(r)
-the RF minus its least-squares prediction from the pinned part, and P_e, D_e its top C − p
-principal directions and variances (Q again the Procrustes rotation towards pooling).
+    z = U Uᵀ cell(r) + V (Vᵀ μ_x + Λ^{1/2} · Q · D_e^{-1/2} · P_eᵀ e(r))
+
+with U (C × p) and V, Λ the top and the remaining principal directions and variances of x, cell(r)
+the mean of the cell's tokens, e(r) the RF minus its least-squares prediction from the pinned part,
+and P_e, D_e its top C − p principal directions and variances (Q again the Procrustes rotation
+towards pooling). p = C is average pooling of the cell. Where the partial convolution renormalises
+a window clipped by the grid border (24→12 only), the pinned part is scaled with the whole window
+by k²/|valid slots|, so it is the cell mean exactly in every unclipped window.
 
 Training then refines this starting point with the critic and the decoder.
 """
@@ -27,11 +34,14 @@ Training then refines this starting point with the critic and the decoder.
 from __future__ import annotations
 
 import torch
-from einops import rearrange, reduce, repeat
+from einops import einsum, rearrange
 from torch import Tensor
 
-from toconv.geometry import gather_rf_tokens
+from toconv.geometry import ConvGeometry, gather_rf_tokens
 from toconv.models.partial_conv import TokenCompressor
+
+PINNED_BUFFER = "pinned_directions"
+"""Name of the non-persistent (C, p) buffer :func:`pca_init_` leaves on a pinned compressor."""
 
 
 def _sym_power(cov: Tensor, power: float, eps: float = 1e-6) -> Tensor:
@@ -58,6 +68,31 @@ def _procrustes(target: Tensor, scores: Tensor) -> Tensor:
     return u @ vh
 
 
+def cell_weights(geometry: ConvGeometry) -> Tensor:
+    """(k²,) weights of the window's slots (row-major) that average the output token's grid cell:
+    1/s² on the s×s cell's slots, 0 elsewhere. ``ValueError`` where the cell does not sit at the
+    same slots of every window (s not an integer, stride ≠ s, or the cell outside the window).
+    The cells are those of :func:`toconv.metrics.cell_geometry` (not imported: inference code
+    stays free of the metrics)."""
+    g = geometry
+    s = g.input_grid_size // g.output_grid_size
+    if s * g.output_grid_size != g.input_grid_size:
+        raise ValueError(f"grid cells need an output side that divides the input side, got "
+                         f"{g.input_grid_size} -> {g.output_grid_size}")
+    if g.stride != s or g.padding + s > g.kernel_size:
+        raise ValueError(f"{g.name}: the {s}x{s} grid cell must sit at the same slots of every "
+                         f"{g.kernel_size}x{g.kernel_size} window: expected stride {s} and padding "
+                         f"<= {g.kernel_size - s}, got stride {g.stride}, padding {g.padding}")
+    inside = (torch.arange(g.kernel_size) >= g.padding) & (torch.arange(g.kernel_size) < g.padding + s)
+    return rearrange(inside[:, None] & inside[None, :], "dy dx -> (dy dx)").float() / s**2
+
+
+def pinned_directions(compressor: TokenCompressor) -> Tensor | None:
+    """The (C, p) orthonormal directions in which :func:`pca_init_` pinned average pooling (None:
+    the start was not pinned). Kept as a non-persistent buffer: not part of saved checkpoints."""
+    return getattr(compressor, PINNED_BUFFER, None)
+
+
 def _pca_weight(centred: Tensor, pooled: Tensor, cov_x: Tensor, generator: torch.Generator | None) -> Tensor:
     """(C, k²C) map of the moment-matched, pooling-aligned PCA code of centred (n, k²C) RFs."""
     c = cov_x.shape[0]
@@ -67,21 +102,24 @@ def _pca_weight(centred: Tensor, pooled: Tensor, cov_x: Tensor, generator: torch
     return _sym_power(cov_x, 0.5) @ rotation @ torch.diag(1 / std) @ directions.T
 
 
-def _pinned_weight(centred: Tensor, pooled: Tensor, cov_x: Tensor, pinned: int,
-                   generator: torch.Generator | None) -> Tensor:
-    """(C, k²C) map: average pooling in the top-``pinned`` principal directions of real tokens,
-    the moment-matched PCA code of the RF's residual in the others (module docstring)."""
-    c, slots = cov_x.shape[0], centred.shape[1] // cov_x.shape[0]
+def _pinned_weight(centred: Tensor, pooled: Tensor, cov_x: Tensor, cell: Tensor, pinned: int,
+                   generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """(C, k²C) map: average pooling of the cell (``cell``: (k²,) slot weights) in the
+    top-``pinned`` principal directions of real tokens, the moment-matched PCA code of the RF's
+    residual in the others (module docstring); and those directions, (C, pinned)."""
+    c = cov_x.shape[0]
     values, vectors = torch.linalg.eigh(cov_x)  # ascending
-    top, rest = vectors[:, -pinned:], vectors[:, : c - pinned]
+    top, rest = vectors[:, c - pinned:], vectors[:, : c - pinned]
+    pool_top = rearrange(einsum(cell, top, "r, c p -> p r c"), "p r c -> p (r c)")  # Uᵀ · cell mean
+    if pinned == c:
+        return top @ pool_top, top
     rest_var = values[: c - pinned].clamp_min(1e-6)
-    pool_top = repeat(top.T / slots, "p c -> p (r c)", r=slots)  # (p, k²C): Uᵀ · mean over the RF
     kept = centred @ pool_top.T  # (n, p)
     explained = torch.linalg.lstsq(kept, centred).solution  # (p, k²C)
     directions, std = _top_components(centred - kept @ explained, c - pinned, generator)
     residual_code = (directions.T - (directions.T @ pool_top.T) @ explained) / std[:, None]  # (C − p, k²C)
     rotation = _procrustes(pooled @ rest / rest_var.sqrt(), centred @ residual_code.T)
-    return top @ pool_top + rest @ torch.diag(rest_var.sqrt()) @ rotation @ residual_code
+    return top @ pool_top + rest @ torch.diag(rest_var.sqrt()) @ rotation @ residual_code, top
 
 
 @torch.no_grad()
@@ -95,8 +133,10 @@ def pca_init_(compressor: TokenCompressor, tokens: Tensor, max_samples: int = 16
         max_samples: full receptive fields used for the fit (randomly drawn when there are more).
         generator: CPU generator for that draw and for the randomised low-rank SVD (the global
             random state is left untouched, so the result depends only on the data and it).
-        pin_pooling: top principal directions of real tokens that keep average pooling exactly
-            (0: none, the plain PCA code), at most C − 1.
+        pin_pooling: top principal directions of real tokens that keep average pooling of the
+            grid cell exactly (0: none, the plain PCA code; C: average pooling). Their (C, p)
+            basis stays on the compressor as a non-persistent buffer (:func:`pinned_directions`),
+            so training can hold that part fixed.
     Returns:
         the same compressor.
     """
@@ -107,9 +147,12 @@ def pca_init_(compressor: TokenCompressor, tokens: Tensor, max_samples: int = 16
     if tokens.ndim != 3 or tokens.shape[1:] != (compressor.num_input_tokens, cfg.hidden_dim):
         raise ValueError(f"expected tokens (B, {compressor.num_input_tokens}, {cfg.hidden_dim}), "
                          f"got {tuple(tokens.shape)}")
-    if not 0 <= pin_pooling < cfg.hidden_dim:
-        raise ValueError(f"pin_pooling: expected 0 to {cfg.hidden_dim - 1} pinned directions, got {pin_pooling}")
+    if not 0 <= pin_pooling <= cfg.hidden_dim:
+        raise ValueError(f"pin_pooling: expected 0 to {cfg.hidden_dim} pinned directions, got {pin_pooling}")
     rf, c, k = compressor.rf, cfg.hidden_dim, compressor.geometry.kernel_size
+    # the slots pooling averages: the grid cell when pinned, else the whole window (any geometry)
+    slots = (cell_weights(compressor.geometry) if pin_pooling
+             else torch.full((k * k,), 1 / k**2)).to(tokens.device)
     x = tokens.float()
     full = rf.mask.all(dim=1).to(x.device)
     windows = rearrange(gather_rf_tokens(x, rf)[:, full], "b m r c -> (b m) r c")
@@ -123,24 +166,28 @@ def pca_init_(compressor: TokenCompressor, tokens: Tensor, max_samples: int = 16
     mu_r = r.mean(dim=0)
     flat = rearrange(x, "b n c -> (b n) c")
     mu_x, cov_x = flat.mean(dim=0), torch.cov(flat.T)
-    pooled = reduce(windows, "n r c -> n c", "mean") - mu_x
+    pooled = einsum(windows, slots, "n r c, r -> n c") - mu_x  # centred pooled tokens
+    top = None
     if pin_pooling:
-        weight = _pinned_weight(r - mu_r, pooled, cov_x, pin_pooling, generator)
+        weight, top = _pinned_weight(r - mu_r, pooled, cov_x, slots, pin_pooling, generator)
     else:
         weight = _pca_weight(r - mu_r, pooled, cov_x, generator)
 
     conv = compressor.conv
     conv.weight.copy_(rearrange(weight, "o (dy dx c) -> o c dy dx", dy=k, dx=k))
     if conv.bias is not None:
-        conv.bias.copy_(mu_x - weight @ mu_r)
+        bias = mu_x - weight @ mu_r
+        conv.bias.copy_(bias if top is None else bias - top @ (top.T @ bias))  # no offset where pinned
+    compressor.register_buffer(PINNED_BUFFER, top, persistent=False)
     return compressor
 
 
 def init_compressor(tokens: Tensor, output_grid_size: int, init: str = "pca", seed: int = 0,
                     pin_pooling: int = 0) -> TokenCompressor:
     """The untrained compressor for (B, N, C) training tokens: ``pca`` (:func:`pca_init_`, fitted on
-    ``tokens`` with a generator seeded by ``seed``, ``pin_pooling`` directions kept as average
-    pooling), ``avg`` (average pooling) or ``random``."""
+    ``tokens`` with a generator seeded by ``seed``, min(``pin_pooling``, C) directions kept as
+    average pooling of the cell, so one setting serves every token width), ``avg`` (average
+    pooling of each window) or ``random``."""
     if init not in ("pca", "avg", "random"):
         raise ValueError(f"init must be 'pca', 'avg' or 'random', got {init!r}")
     _, n, dim = tokens.shape
@@ -150,5 +197,6 @@ def init_compressor(tokens: Tensor, output_grid_size: int, init: str = "pca", se
     compressor = TokenCompressor(side, output_grid_size, hidden_dim=dim,
                                  init="avg" if init == "pca" else init)
     if init == "pca":
-        pca_init_(compressor, tokens, generator=torch.Generator().manual_seed(seed), pin_pooling=pin_pooling)
+        pca_init_(compressor, tokens, generator=torch.Generator().manual_seed(seed),
+                  pin_pooling=min(pin_pooling, dim))
     return compressor

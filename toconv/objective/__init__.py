@@ -10,9 +10,17 @@ from toconv.objective.objective import CompressorObjective
 from toconv.objective.reconstruction import ReconstructionLoss, reconstruction_loss
 from toconv.objective.slots import train_slots
 from toconv.objective.step import make_optimizers, train_on_tokens, train_step
-from toconv.objective.wgan import critic_loss, generator_loss, gradient_penalty
+from toconv.objective.wgan import (
+    ADVERSARIAL_LOSSES,
+    critic_loss,
+    generator_loss,
+    gradient_penalty,
+    hinge_critic_loss,
+    r1_penalty,
+)
 
 __all__ = [
+    "ADVERSARIAL_LOSSES",
     "CompressorObjective",
     "Design",
     "GlobalCritic",
@@ -25,8 +33,10 @@ __all__ = [
     "critic_loss",
     "generator_loss",
     "gradient_penalty",
+    "hinge_critic_loss",
     "list_designs",
     "make_optimizers",
+    "r1_penalty",
     "reconstruction_loss",
     "register_design",
     "train_on_tokens",

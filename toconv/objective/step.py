@@ -41,7 +41,8 @@ def train_step(objective: CompressorObjective, tokens: Tensor, critic_opt: torch
 
     The compressed tokens are computed once and shared by the critic updates (the compressor does
     not move between them); with ``wgan_weight`` 0 there are no critic updates. During the first
-    ``recipe.warmup_steps`` steps the compressor is held. ``model`` is what the losses are computed
+    ``recipe.warmup_steps`` steps the compressor is held; with ``recipe.freeze_pinned`` and a
+    pooling-pinned start only its residual code moves. ``model`` is what the losses are computed
     through (a DDP/mixed-precision wrapper of ``objective``; default the objective itself);
     ``backward`` and ``clip_grad_norm`` default to plain torch.
 
@@ -64,9 +65,11 @@ def train_step(objective: CompressorObjective, tokens: Tensor, critic_opt: torch
     backward(gen["loss"])
     if step < recipe.warmup_steps:
         objective.hold_compressor()
+    objective.project_pinned_gradients()
     if recipe.grad_clip is not None:
         clip_grad_norm(objective.generator_parameters(), recipe.grad_clip)
     generator_opt.step()
+    objective.restore_pinned()
     losses.update({k: float(gen[k].detach()) for k in ("loss", "adversarial", "reconstruction", "cosine")})
     return losses
 

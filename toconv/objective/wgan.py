@@ -1,9 +1,13 @@
-"""WGAN-GP objectives."""
+"""Adversarial objectives: WGAN (with gradient penalty) and hinge losses, and the R1 penalty."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+ADVERSARIAL_LOSSES = ("wgan-gp", "hinge")
+"""Critic losses a recipe can name (``Recipe.adversarial_loss``)."""
 
 
 def critic_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
@@ -11,9 +15,18 @@ def critic_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
     return fake_scores.mean() - real_scores.mean()
 
 
+def hinge_critic_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
+    """Hinge critic loss E[max(0, 1 − D(real))] + E[max(0, 1 + D(fake))]."""
+    return F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()
+
+
 def generator_loss(fake_scores: Tensor) -> Tensor:
-    """The compressor minimises −E[D(fake)]."""
+    """The compressor minimises −E[D(fake)] (for both critic losses)."""
     return -fake_scores.mean()
+
+
+def _event_norms(grad: Tensor, event_dims: int) -> Tensor:
+    return grad.flatten(start_dim=grad.ndim - event_dims).norm(dim=-1)
 
 
 def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, lambda_gp: float = 10.0,
@@ -38,5 +51,13 @@ def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, lambda_gp: f
     interp = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     scores = critic(interp)
     (grad,) = torch.autograd.grad(scores.sum(), interp, create_graph=True)
-    norms = grad.flatten(start_dim=grad.ndim - event_dims).norm(dim=-1)
-    return lambda_gp * ((norms - 1) ** 2).mean()
+    return lambda_gp * ((_event_norms(grad, event_dims) - 1) ** 2).mean()
+
+
+def r1_penalty(critic: nn.Module, real: Tensor, weight: float) -> Tensor:
+    """R1: weight / 2 · E[‖∇D(x)‖₂²] on real samples x (…, C) (per critic sample, as
+    :func:`gradient_penalty`); differentiable w.r.t. the critic's parameters."""
+    event_dims = getattr(critic, "event_dims", 1)
+    points = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(points).sum(), points, create_graph=True)
+    return weight / 2 * _event_norms(grad, event_dims).pow(2).mean()
