@@ -106,7 +106,9 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.training
         logger.info("run folder %s (%s)", self.run_dir, "resuming" if resuming else "new run")
         self._encoder: FrozenEncoder | None = None
-        self.fit_pca = cfg.model.compressor.init == "pca" and not resuming
+        c = cfg.model.compressor
+        # a frozen pinned start is refitted on resume: training holds its pinned directions and part
+        self.fit_pca = c.init == "pca" and (not resuming or (c.pin_pooling > 0 and c.freeze_pinned))
         self.fit_kmeans = cfg.model.compressor.init == "kmeans" and not resuming
         self.train_source, self.val_source = self._sources()
         grid, hidden_dim = self._token_geometry()
@@ -146,7 +148,8 @@ class Trainer:
     def _initial_compressor(self, grid: int, hidden_dim: int) -> nn.Module:
         """The compressor's start (``model.compressor.init``; ``pca`` is fitted on the first
         ``model.compressor.pca_images`` training images, seeded by ``training.seed``). When
-        resuming, the saved state replaces the weights and no start is fitted."""
+        resuming, the saved state replaces the weights; the start is fitted only where it is pinned
+        and frozen (the same start again: its pinned directions and part stay held)."""
         c = self.cfg.model.compressor
         if c.family == "slots":
             return self._initial_slots(grid, hidden_dim)
