@@ -11,6 +11,17 @@ import torch
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+@pytest.fixture(scope="module")
+def fresh_accelerate_state() -> None:
+    """Start from a clean accelerate state: another module of the same pytest process (LLaVA's
+    training script in tests/llava) may have set its process-wide mixed precision, which a new
+    ``Accelerator`` cannot change (accelerate's own tests reset it the same way)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
 @pytest.fixture(params=DEVICES)
 def device(request: pytest.FixtureRequest) -> torch.device:
     return torch.device(request.param)

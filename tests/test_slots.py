@@ -169,7 +169,7 @@ def test_design_draws_reals_from_each_slots_mask(tokens):
         build_design("slots", create_compressor("24to12").rf)
 
 
-def test_trainer_trains_the_slots_family(tmp_path: Path, tiny_clip_path: Path):
+def test_trainer_trains_the_slots_family(tmp_path: Path, tiny_clip_path: Path, fresh_accelerate_state: None):
     pytest.importorskip("omegaconf", reason="the trainer needs the train extra")
     pytest.importorskip("tensorboard", reason="the trainer needs the train extra")
     from PIL import Image

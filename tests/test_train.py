@@ -34,15 +34,7 @@ SMALL = ["training.batch_size=4", "training.n_critic=2", "training.warmup_steps=
          "model.rf_autoencoder.num_heads=2", "experiment.log_every_steps=1", "hardware.device=cpu"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fresh_accelerate_state() -> None:
-    """Start from a clean accelerate state: another module of the same pytest process (LLaVA's
-    training script in tests/llava) may have set its process-wide mixed precision, which a new
-    ``Accelerator`` cannot change (accelerate's own tests reset it the same way)."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 @pytest.fixture(scope="module")
