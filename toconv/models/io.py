@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from safetensors import safe_open
 
@@ -13,6 +14,24 @@ CONFIG_KEY = "toconv_config"
 FAMILY_KEY = "toconv_family"
 #: Family of checkpoints written before families existed.
 LEGACY_FAMILY = "partial_conv"
+
+
+class ConfigDict:
+    """``to_dict`` / ``from_dict`` of a family's config dataclass; ``from_dict`` names the keys it
+    does not know and those it expects."""
+
+    config_name: ClassVar[str] = "compressor"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.config_name} config keys {unknown}; expected a subset of {sorted(known)}")
+        return cls(**data)
 
 
 def weights_file(path: str | Path) -> Path:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -14,12 +14,19 @@ from torch import Tensor, nn
 
 from toconv.geometry import PRESET_GEOMETRIES, ConvGeometry, RFGeometry, resolve_geometry
 from toconv.layers import PartialConv2d
-from toconv.models.io import CONFIG_KEY, FAMILY_KEY, WEIGHTS_NAME, read_config, weights_file
+from toconv.models.io import (
+    CONFIG_KEY,
+    FAMILY_KEY,
+    WEIGHTS_NAME,
+    ConfigDict,
+    read_config,
+    weights_file,
+)
 from toconv.models.registry import register_compressor, register_preset
 
 
 @dataclass
-class CompressorConfig:
+class CompressorConfig(ConfigDict):
     """Everything needed to rebuild a :class:`TokenCompressor`; travels in checkpoint metadata."""
 
     input_grid_size: int = 24
@@ -43,17 +50,6 @@ class CompressorConfig:
     @property
     def output_dim(self) -> int:
         return self.hidden_dim if self.out_dim is None else self.out_dim
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CompressorConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown compressor config keys {unknown}; expected a subset of {sorted(known)}")
-        return cls(**data)
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> CompressorConfig:

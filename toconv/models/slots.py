@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,7 +28,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from toconv.geometry import ConvGeometry, RFGeometry, resolve_geometry
-from toconv.models.io import CONFIG_KEY, FAMILY_KEY, WEIGHTS_NAME, read_config, weights_file
+from toconv.models.io import (
+    CONFIG_KEY,
+    FAMILY_KEY,
+    WEIGHTS_NAME,
+    ConfigDict,
+    read_config,
+    weights_file,
+)
 from toconv.models.kmeans import kmeans
 from toconv.models.registry import register_compressor, register_preset
 
@@ -46,12 +53,14 @@ class SlotGeometry(ConvGeometry):
 
 
 @dataclass
-class SlotConfig:
+class SlotConfig(ConfigDict):
     """Everything needed to rebuild a :class:`SlotCompressor`; travels in checkpoint metadata.
 
     ``vq_blocks``: blocks per token for semantic VQ (0: off), each with ``codebook_size`` codes;
     ``commitment``: weight of the commitment loss; ``vq_decay``: EMA decay of the codebooks.
     """
+
+    config_name: ClassVar[str] = "slots"
 
     input_grid_size: int = 24
     output_grid_size: int = 8
@@ -89,17 +98,6 @@ class SlotConfig:
     @property
     def output_dim(self) -> int:
         return self.hidden_dim if self.out_dim is None else self.out_dim
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SlotConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown slots config keys {unknown}; expected a subset of {sorted(known)}")
-        return cls(**data)
 
 
 @dataclass(frozen=True, eq=False)
