@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_KEY = "toconv_config"
@@ -32,6 +34,19 @@ class ConfigDict:
         if unknown:
             raise ValueError(f"unknown {cls.config_name} config keys {unknown}; expected a subset of {sorted(known)}")
         return cls(**data)
+
+
+def write_checkpoint(module: nn.Module, path: str | Path, metadata: dict[str, str]) -> Path:
+    """Write ``module``'s weights with string ``metadata`` as safetensors: ``path`` ending in
+    ``.safetensors`` is the file itself, otherwise a folder that receives ``model.safetensors``.
+    Returns the file written."""
+    file = Path(path)
+    if file.suffix != ".safetensors":
+        file.mkdir(parents=True, exist_ok=True)
+        file = file / WEIGHTS_NAME
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    save_file(state, str(file), metadata=metadata)
+    return file
 
 
 def weights_file(path: str | Path) -> Path:

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from einops import rearrange
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from toconv.geometry import PRESET_GEOMETRIES, ConvGeometry, RFGeometry, resolve_geometry
@@ -17,10 +17,10 @@ from toconv.layers import PartialConv2d
 from toconv.models.io import (
     CONFIG_KEY,
     FAMILY_KEY,
-    WEIGHTS_NAME,
     ConfigDict,
     read_config,
     weights_file,
+    write_checkpoint,
 )
 from toconv.models.registry import register_compressor, register_preset
 
@@ -141,14 +141,7 @@ class TokenCompressor(nn.Module):
         ``model.safetensors``. Extra string ``metadata`` is stored beside the config.
         Returns the file written.
         """
-        file = Path(path)
-        if file.suffix != ".safetensors":
-            file.mkdir(parents=True, exist_ok=True)
-            file = file / WEIGHTS_NAME
-        meta = {**(metadata or {}), **compressor_metadata(self.config)}
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(file), metadata=meta)
-        return file
+        return write_checkpoint(self, path, {**(metadata or {}), **compressor_metadata(self.config)})
 
     @classmethod
     def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu",

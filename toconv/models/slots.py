@@ -24,17 +24,17 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from einops import einsum, rearrange, repeat
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from toconv.geometry import ConvGeometry, RFGeometry, resolve_geometry
 from toconv.models.io import (
     CONFIG_KEY,
     FAMILY_KEY,
-    WEIGHTS_NAME,
     ConfigDict,
     read_config,
     weights_file,
+    write_checkpoint,
 )
 from toconv.models.kmeans import kmeans
 from toconv.models.registry import register_compressor, register_preset
@@ -368,17 +368,11 @@ class SlotCompressor(nn.Module):
     def save_pretrained(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
         """Write weights and config as safetensors (a ``.safetensors`` file, or a folder that
         receives ``model.safetensors``); returns the file written."""
-        file = Path(path)
-        if file.suffix != ".safetensors":
-            file.mkdir(parents=True, exist_ok=True)
-            file = file / WEIGHTS_NAME
-        meta = {**(metadata or {}), FAMILY_KEY: self.family,
-                CONFIG_KEY: json.dumps(self.config.to_dict(), sort_keys=True),
-                "hidden_dim": str(self.config.hidden_dim), "out_dim": str(self.config.output_dim),
-                "slots": str(self.num_slots)}
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(file), metadata=meta)
-        return file
+        return write_checkpoint(self, path, {
+            **(metadata or {}), FAMILY_KEY: self.family,
+            CONFIG_KEY: json.dumps(self.config.to_dict(), sort_keys=True),
+            "hidden_dim": str(self.config.hidden_dim), "out_dim": str(self.config.output_dim),
+            "slots": str(self.num_slots)})
 
     @classmethod
     def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu",
