@@ -152,6 +152,11 @@ class FrechetSets:
         rows = val.gather(1, repeat(order, "n k -> n k c", c=c)) / scale
         return cls(rows[:, :count], rows[:, count:], count, scale)
 
+    def enough(self, tokens_per_dim: int) -> bool:
+        """Whether each set holds at least ``tokens_per_dim`` tokens per dimension."""
+        n, count, dim = self.reference.shape
+        return n * count >= tokens_per_dim * dim
+
     def distance(self, tokens: Tensor, images: Tensor) -> float:
         """Fréchet distance of (n, count, C) scaled tokens of the ``images`` drawn to the reference
         of the same images."""
@@ -204,7 +209,7 @@ def score_run(method: Method, features: Features, geometry: ConvGeometry, inst: 
     if val_z.shape[1] > fsets.count:  # a subset of each image's tokens, as many as the reference
         keep = torch.rand(val_z.shape[:2], generator=torch.Generator().manual_seed(inst.seed)).argsort(1)
         val_z = val_z.gather(1, repeat(keep[:, : fsets.count], "n k -> n k c", c=val_z.shape[-1]))
-    enough = val_z.shape[0] * fsets.count >= settings.frechet_tokens_per_dim * val_z.shape[-1]
+    enough = fsets.enough(settings.frechet_tokens_per_dim)
     values: dict[str, list[float | None]] = {name: [] for name, _ in METRICS}
     for images in draws:
         information = _information(info, images)
@@ -225,7 +230,7 @@ def evaluate_size(features: Features, geometry: ConvGeometry, config: BenchConfi
     ``config.bootstrap_draws`` times; every method gets the same runs, so differences are paired.
     The trained ``checkpoints`` (path → compressor) of that geometry are extra rows."""
     settings, out = config.probe, geometry.output_grid_size
-    n_val, total, dim = features.val.shape
+    n_val, total, _ = features.val.shape
     scale = float(features.train.std(dim=(0, 1)).mean())
     centres = rf_center_indices(RFGeometry.from_conv(geometry))
     count = min(geometry.num_outputs, (total - len(centres)) // 2)
@@ -269,7 +274,7 @@ def evaluate_size(features: Features, geometry: ConvGeometry, config: BenchConfi
                 + f" ({time.perf_counter() - started:.0f} s)")
     methods_out = {name: {**rows[name], **{key: summary(v) for key, v in values[name].items()}}
                    for name in rows}
-    enough = n_val * count >= settings.frechet_tokens_per_dim * dim
+    enough = fsets.enough(settings.frechet_tokens_per_dim)
     return {
         "tokens": geometry.num_outputs,
         "geometry": {"input_grid_size": geometry.input_grid_size, "output_grid_size": out,
