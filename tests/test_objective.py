@@ -7,7 +7,6 @@ import torch
 
 from toconv.geometry import gather_rf_tokens
 from toconv.models import TokenCompressor, init_compressor
-from toconv.models.pca_init import pinned_directions
 from toconv.objective import (
     CompressorObjective,
     Design,
@@ -193,7 +192,7 @@ def test_critic_losses_follow_the_recipe() -> None:
 def test_training_a_pinned_start_moves_only_the_residual_code(freeze: bool) -> None:
     tokens = torch.randn(24, 64, DIM) + torch.linspace(-1, 1, DIM)
     start = init_compressor(tokens, 4, pin_pooling=5)
-    basis = pinned_directions(start)
+    basis = start.pinned_directions
     recipe = SMALL.changed(steps=6, warmup_steps=2, batch_size=4, n_critic=1, lr_compressor=1e-2,
                            freeze_pinned=freeze)
     trained, _ = train_on_tokens(tokens, start, recipe)
@@ -214,7 +213,7 @@ def test_training_a_pinned_start_moves_only_the_residual_code(freeze: bool) -> N
 def test_the_critic_on_residual_sees_and_pushes_no_pinned_part() -> None:
     tokens = torch.randn(24, 64, DIM) + torch.linspace(-1, 1, DIM)
     start = init_compressor(tokens, 4, pin_pooling=5)
-    basis = pinned_directions(start)
+    basis = start.pinned_directions
     torch.manual_seed(0)
     obj = CompressorObjective.from_recipe(start, SMALL.changed(critic_on_residual=True))
     z = start(tokens).detach().requires_grad_(True)

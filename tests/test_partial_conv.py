@@ -50,3 +50,21 @@ def test_scale_is_a_non_persistent_buffer():
     conv = PartialConv2d(2, 2, resolve_geometry(24, 12))
     assert "scale" in dict(conv.named_buffers())
     assert "scale" not in conv.state_dict()
+
+
+def test_unscaled_directions_keep_their_part_of_clipped_windows_unrenormalised(device):
+    g = resolve_geometry(24, 12)  # 23 windows clipped at the top and left border
+    torch.manual_seed(0)
+    conv = PartialConv2d(4, 4, g, bias=False).double()
+    x = torch.randn(2, 4, 24, 24, dtype=torch.float64)
+    u = torch.linalg.qr(torch.randn(4, 2, dtype=torch.float64)).Q
+    conv.set_unscaled_directions(u)
+    assert set(conv.state_dict()) == {"weight", "unscaled_directions"}
+    renormalised = reference_partial_conv(x, conv.weight.detach(), 0.0, 3, 2, 1)
+    plain = torch.nn.functional.conv2d(x, conv.weight.detach(), stride=2, padding=1)
+    held, rest = u @ u.T, torch.eye(4, dtype=torch.float64) - u @ u.T
+    expected = torch.einsum("cd,bdij->bcij", held, plain) + torch.einsum("cd,bdij->bcij", rest, renormalised)
+    torch.testing.assert_close(conv.to(device)(x.to(device)).cpu(), expected, rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(plain[:, :, 0], renormalised[:, :, 0])
+    with pytest.raises(ValueError, match=r"expected unscaled directions of shape \(4, p\), got \(3, 2\)"):
+        conv.set_unscaled_directions(torch.zeros(3, 2))

@@ -11,7 +11,7 @@ from einops import rearrange
 from toconv.bench.reducers import average_pool
 from toconv.geometry import gather_rf_tokens
 from toconv.models import TokenCompressor, init_compressor, pca_init_
-from toconv.models.pca_init import cell_weights, pinned_directions
+from toconv.models.pca_init import cell_weights
 
 
 def smooth_tokens(b: int, grid: int, dim: int, seed: int = 0) -> torch.Tensor:
@@ -108,31 +108,31 @@ def test_cell_weights_average_the_grid_cell_inside_the_window() -> None:
 @pytest.mark.parametrize("output", [12, 8, 6])
 def test_pinning_every_direction_is_average_pooling_of_the_cell(grid_tokens, output: int) -> None:
     compressor = init_compressor(grid_tokens, output, pin_pooling=100)  # above C=12: all pinned
-    assert pinned_directions(compressor).shape == (12, 12)
+    assert compressor.pinned_directions.shape == (12, 12)
     with torch.no_grad():
         z = compressor(grid_tokens)
-    pooled = average_pool(grid_tokens, output)
-    full = compressor.rf.mask.all(dim=1)  # 24→12: the partial conv rescales clipped windows
-    torch.testing.assert_close(z[:, full], pooled[:, full], atol=1e-5, rtol=1e-5)
-    scale = (compressor.rf.max_size / compressor.rf.sizes).float()
-    torch.testing.assert_close(z, pooled * scale[:, None], atol=1e-5, rtol=1e-5)
-    assert full.all() == (output != 12)
+    # every window, the 23 the partial conv clips at 24→12 included: the pinned part is not rescaled
+    assert compressor.rf.mask.all(dim=1).all() == (output != 12)
+    torch.testing.assert_close(z, average_pool(grid_tokens, output), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize(("output", "pinned"), [(12, 3), (8, 5), (6, 1), (8, 11)])
-def test_pinned_directions_read_the_cell_mean_and_do_not_travel_in_checkpoints(
+def test_pinned_directions_read_the_cell_mean_and_travel_in_checkpoints(
         grid_tokens, tmp_path, output: int, pinned: int) -> None:
     compressor = init_compressor(grid_tokens, output, pin_pooling=pinned)
-    basis = pinned_directions(compressor)
+    basis = compressor.pinned_directions
     x = rearrange(grid_tokens, "b n c -> (b n) c")
     _, vectors = torch.linalg.eigh(torch.cov(x.T))
     torch.testing.assert_close(basis @ basis.T, vectors[:, -pinned:] @ vectors[:, -pinned:].T)
     with torch.no_grad():
         z = compressor(grid_tokens)
-    full = compressor.rf.mask.all(dim=1)
-    torch.testing.assert_close((z @ basis)[:, full], (average_pool(grid_tokens, output) @ basis)[:, full],
-                               atol=1e-5, rtol=1e-5)
-    assert not torch.allclose(z[:, full], average_pool(grid_tokens, output)[:, full], atol=1e-2)
+    pooled = average_pool(grid_tokens, output)
+    torch.testing.assert_close(z @ basis, pooled @ basis, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(z, pooled, atol=1e-2)
     saved = compressor.save_pretrained(tmp_path / "pinned.safetensors")
-    assert pinned_directions(TokenCompressor.from_pretrained(saved)) is None
-    assert pinned_directions(init_compressor(grid_tokens, output)) is None
+    loaded = TokenCompressor.from_pretrained(saved)
+    assert loaded.config.pinned_dim == pinned
+    torch.testing.assert_close(loaded.pinned_directions, basis)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(grid_tokens), z)
+    assert init_compressor(grid_tokens, output).pinned_directions is None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -35,10 +35,15 @@ class CompressorConfig(ConfigDict):
     out_dim: int | None = None
     cls_token: bool = False
     init: Literal["avg", "random"] = "avg"
+    pinned_dim: int = 0
+    """Output directions held exact at clipped border windows (a pooling-pinned start's, see
+    :func:`toconv.models.pca_init_`); 0 for every other compressor."""
 
     def __post_init__(self) -> None:
         if self.init not in ("avg", "random"):
             raise ValueError(f"init must be 'avg' or 'random', got {self.init!r}")
+        if not 0 <= self.pinned_dim <= self.output_dim:
+            raise ValueError(f"pinned_dim: expected 0 to {self.output_dim}, got {self.pinned_dim}")
         if self.cls_token and self.out_dim not in (None, self.hidden_dim):
             raise ValueError(f"cls_token=True passes the CLS token through unchanged, so out_dim "
                              f"must equal hidden_dim={self.hidden_dim}, got {self.out_dim}")
@@ -73,12 +78,13 @@ class TokenCompressor(nn.Module):
 
     def __init__(self, input_grid_size: int = 24, output_grid_size: int = 12,
                  hidden_dim: int = 1024, out_dim: int | None = None, cls_token: bool = False,
-                 init: Literal["avg", "random"] = "avg") -> None:
+                 init: Literal["avg", "random"] = "avg", pinned_dim: int = 0) -> None:
         super().__init__()
         self.config = CompressorConfig(input_grid_size, output_grid_size, hidden_dim, out_dim,
-                                       cls_token, init)
+                                       cls_token, init, pinned_dim)
         self.geometry = self.config.geometry
-        self.conv = PartialConv2d(hidden_dim, self.config.output_dim, self.geometry)
+        self.conv = PartialConv2d(hidden_dim, self.config.output_dim, self.geometry,
+                                  unscaled_dim=pinned_dim)
         if init == "avg":
             if self.config.output_dim != hidden_dim:
                 raise ValueError(f"init='avg' needs out_dim == hidden_dim ({hidden_dim}), got "
@@ -93,6 +99,17 @@ class TokenCompressor(nn.Module):
     def rf(self) -> RFGeometry:
         """Receptive fields of the output tokens."""
         return RFGeometry.from_conv(self.geometry)
+
+    @property
+    def pinned_directions(self) -> Tensor | None:
+        """The (C_out, p) orthonormal directions a pooling-pinned start holds (None: not pinned)."""
+        return self.conv.unscaled_directions
+
+    def pin_(self, directions: Tensor | None) -> None:
+        """Hold (C_out, p) orthonormal ``directions`` exact at clipped windows (the partial
+        convolution does not renormalise them); they travel in the config and the checkpoint."""
+        self.conv.set_unscaled_directions(directions)
+        self.config = replace(self.config, pinned_dim=0 if directions is None else directions.shape[1])
 
     @property
     def num_input_tokens(self) -> int:

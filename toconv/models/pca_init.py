@@ -24,9 +24,10 @@ the moment-matched PCA code of what pooling leaves out of the RF:
 with U (C × p) and V, Λ the top and the remaining principal directions and variances of x, cell(r)
 the mean of the cell's tokens, e(r) the RF minus its least-squares prediction from the pinned part,
 and P_e, D_e its top C − p principal directions and variances (Q again the Procrustes rotation
-towards pooling). p = C is average pooling of the cell. Where the partial convolution renormalises
-a window clipped by the grid border (24→12 only), the pinned part is scaled with the whole window
-by k²/|valid slots|, so it is the cell mean exactly in every unclipped window.
+towards pooling). p = C is average pooling of the cell. U is held on the compressor
+(:meth:`TokenCompressor.pin_`): the partial convolution leaves that part unrenormalised where
+it rescales a window clipped by the grid border (24→12 only), so the pinned part is the cell mean
+in every window.
 
 Training then refines this starting point with the critic and the decoder.
 """
@@ -39,10 +40,6 @@ from torch import Tensor
 
 from toconv.geometry import ConvGeometry, gather_rf_tokens
 from toconv.models.partial_conv import TokenCompressor
-
-PINNED_BUFFER = "pinned_directions"
-"""Name of the non-persistent (C, p) buffer :func:`pca_init_` leaves on a pinned compressor."""
-
 
 def _sym_power(cov: Tensor, power: float, eps: float = 1e-6) -> Tensor:
     """Σ^power for a symmetric positive semi-definite (C, C) matrix."""
@@ -87,12 +84,6 @@ def cell_weights(geometry: ConvGeometry) -> Tensor:
     return rearrange(inside[:, None] & inside[None, :], "dy dx -> (dy dx)").float() / s**2
 
 
-def pinned_directions(compressor: TokenCompressor) -> Tensor | None:
-    """The (C, p) orthonormal directions in which :func:`pca_init_` pinned average pooling (None:
-    the start was not pinned). Kept as a non-persistent buffer: not part of saved checkpoints."""
-    return getattr(compressor, PINNED_BUFFER, None)
-
-
 def _pca_weight(centred: Tensor, pooled: Tensor, cov_x: Tensor, generator: torch.Generator | None) -> Tensor:
     """(C, k²C) map of the moment-matched, pooling-aligned PCA code of centred (n, k²C) RFs."""
     c = cov_x.shape[0]
@@ -135,8 +126,8 @@ def pca_init_(compressor: TokenCompressor, tokens: Tensor, max_samples: int = 16
             random state is left untouched, so the result depends only on the data and it).
         pin_pooling: top principal directions of real tokens that keep average pooling of the
             grid cell exactly (0: none, the plain PCA code; C: average pooling). Their (C, p)
-            basis stays on the compressor as a non-persistent buffer (:func:`pinned_directions`),
-            so training can hold that part fixed.
+            basis is held on the compressor (:attr:`TokenCompressor.pinned_directions`, saved
+            with it), so training can hold that part fixed.
     Returns:
         the same compressor.
     """
@@ -178,7 +169,7 @@ def pca_init_(compressor: TokenCompressor, tokens: Tensor, max_samples: int = 16
     if conv.bias is not None:
         bias = mu_x - weight @ mu_r
         conv.bias.copy_(bias if top is None else bias - top @ (top.T @ bias))  # no offset where pinned
-    compressor.register_buffer(PINNED_BUFFER, top, persistent=False)
+    compressor.pin_(top)
     return compressor
 
 

@@ -8,7 +8,6 @@ from torch import Tensor, nn
 
 from toconv.geometry import RFGeometry, gather_rf_tokens
 from toconv.models import TokenCompressor
-from toconv.models.pca_init import pinned_directions
 from toconv.objective.designs import Design, build_design
 from toconv.objective.reconstruction import reconstruction_loss
 from toconv.objective.wgan import (
@@ -64,9 +63,9 @@ class CompressorObjective(nn.Module):
         self.ae_weight, self.wgan_weight, self.lambda_gp = ae_weight, wgan_weight, lambda_gp
         self.adversarial_loss, self.r1_weight = adversarial_loss, r1_weight
         self.critic_on_residual = critic_on_residual
-        basis = pinned_directions(compressor) if freeze_pinned else None
+        basis = compressor.pinned_directions if freeze_pinned else None
         # (C, p) pinned directions and the pinned part of the start, Uᵀ·weight and Uᵀ·bias; not
-        # saved with the objective (the start's basis does not travel in checkpoints)
+        # saved with the objective (the basis travels with the compressor)
         self.register_buffer("pinned_basis", basis, persistent=False)
         conv = None if basis is None else compressor.conv
         self.register_buffer("pinned_weight", None if conv is None else _pinned_part(basis, conv.weight),

@@ -153,9 +153,10 @@ class Trainer:
         c = self.cfg.model.compressor
         if c.family == "slots":
             return self._initial_slots(grid, hidden_dim)
-        if not self.fit_pca:
-            init = "avg" if c.init == "pca" else c.init
-            return TokenCompressor(grid, c.output_grid_size, hidden_dim=hidden_dim, init=init)
+        if not self.fit_pca:  # the saved state fills the weights (and a pinned start's directions)
+            pinned = min(c.pin_pooling, hidden_dim) if c.init == "pca" else 0
+            return TokenCompressor(grid, c.output_grid_size, hidden_dim=hidden_dim,
+                                   init="avg" if c.init == "pca" else c.init, pinned_dim=pinned)
         check_pca_images(self.cfg, self.train_dataset, len(self.train_source), grid, hidden_dim)
         count = min(c.pca_images, len(self.train_source))
         logger.info("fitting the PCA initialisation of the compressor on %d training images", count)
