@@ -259,6 +259,8 @@ _toconv("toconv-global", "bench-global")
 _toconv("toconv-recon", "bench-recon")
 _toconv("toconv-rf-pinned", "bench-pinned")
 _toconv("toconv-rf-anchored", "bench-anchored")
+for _critic in ("r1", "critic-steps", "critic-wide", "critic-heavy"):
+    _toconv(f"toconv-rf-{_critic}", f"bench-{_critic}")
 
 
 @register_method("unshuffle-linear", seeded=True)

@@ -41,6 +41,7 @@ from torch import Tensor
 from toconv.geometry import ConvGeometry, gather_rf_tokens
 from toconv.models.partial_conv import TokenCompressor
 
+
 def _sym_power(cov: Tensor, power: float, eps: float = 1e-6) -> Tensor:
     """Σ^power for a symmetric positive semi-definite (C, C) matrix."""
     values, vectors = torch.linalg.eigh(cov)
