@@ -41,6 +41,16 @@ def test_the_bench_and_the_quickstart_train_the_default_method():
         assert {key: getattr(recipe, key) for key in METHOD} == METHOD, name
 
 
+@pytest.mark.parametrize(("name", "changed"), [
+    ("bench-r1", {"adversarial_loss": "hinge", "lambda_gp": 0.0, "r1_weight": 1.0}),
+    ("bench-critic-steps", {"n_critic": 10}),
+    ("bench-critic-wide", {"critic": {"width": 1024, "depth": 3, "dropout": 0.0}}),
+    ("bench-critic-heavy", {"wgan_weight": 0.1})])
+def test_the_critic_variants_change_one_thing_of_the_bench_recipe(name, changed):
+    bench, variant = RECIPES["bench"].to_dict(), RECIPES[name].to_dict()
+    assert {key: value for key, value in variant.items() if bench[key] != value} == changed
+
+
 def test_adversarial_and_pinning_keys_reach_the_recipe():
     cfg = load_config(ROOT + ["loss.wgan.kind=hinge", "loss.wgan.r1_weight=2.0", "loss.wgan.lambda_gp=0",
                               "model.compressor.freeze_pinned=false"])
