@@ -116,6 +116,18 @@ def test_pinning_every_direction_is_average_pooling_of_the_cell(grid_tokens, out
     torch.testing.assert_close(z, average_pool(grid_tokens, output), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("output", [12, 8, 6])
+def test_pinning_every_direction_to_the_center_is_keep_center(grid_tokens, output: int) -> None:
+    from toconv.bench.reducers import rf_center_indices
+
+    compressor = init_compressor(grid_tokens, output, pin_pooling=12, pin_token="center")
+    with torch.no_grad():
+        z = compressor(grid_tokens)
+    torch.testing.assert_close(z, grid_tokens[:, rf_center_indices(compressor.rf)], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="pin_token: expected one of mean, center, got 'corner'"):
+        init_compressor(grid_tokens, output, pin_pooling=4, pin_token="corner")
+
+
 @pytest.mark.parametrize(("output", "pinned"), [(12, 3), (8, 5), (6, 1), (8, 11)])
 def test_pinned_directions_read_the_cell_mean_and_travel_in_checkpoints(
         grid_tokens, tmp_path, output: int, pinned: int) -> None:

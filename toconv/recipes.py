@@ -53,6 +53,9 @@ class Recipe:
     """Top principal directions of real tokens in which the ``pca`` start keeps average pooling of
     the grid cell exactly (:func:`toconv.models.pca_init_`; 0: the plain PCA code; values above
     the token width C pin all C, i.e. average pooling)."""
+    pin_token: str = "mean"
+    """What the pinned directions hold: the grid cell's ``mean`` (average pooling) or the window's
+    ``center`` token (:func:`toconv.models.pca_init.pinned_token_weights`)."""
     freeze_pinned: bool = True
     """With a pinned start, training moves only the residual code: the pinned directions' part of
     the compressor's output stays the start's (no effect without pinning)."""
@@ -145,6 +148,8 @@ RECIPES: dict[str, Recipe] = {
     "bench-critic-steps": _BENCH.changed(n_critic=10),
     "bench-critic-wide": _BENCH.changed(**{"critic.width": 1024}),
     "bench-critic-heavy": _BENCH.changed(wgan_weight=0.1),
+    # The start that pins the window's centre token (keep-center) instead of the cell mean.
+    "bench-center": _BENCH.changed(pin_token="center"),
     # The offline CPU quickstart: the method with a small decoder and critic, few critic steps.
     "quickstart": Recipe().changed(**METHOD, batch_size=16, n_critic=2, warmup_steps=16,
                                    critic=CriticSpec(width=256), decoder=DecoderSpec(num_layers=2, width=192)),

@@ -96,11 +96,12 @@ class MethodContext:
         """The untrained start of recipe ``recipe_name`` at this seed (built once per kind of
         start and shared by every recipe that has it) and the seconds it took."""
         recipe = self.recipe(recipe_name)
-        key = (recipe.init, recipe.pca_images, recipe.pin_pooling)
+        key = (recipe.init, recipe.pca_images, recipe.pin_pooling, recipe.pin_token)
         if key not in self._starts:
             started = time.perf_counter()
             compressor = init_compressor(self.train[: recipe.pca_images], self.geometry.output_grid_size,
-                                         recipe.init, self.method_seed, recipe.pin_pooling)
+                                         recipe.init, self.method_seed, recipe.pin_pooling,
+                                         recipe.pin_token)
             self._starts[key] = (compressor.eval(), time.perf_counter() - started)
         return self._starts[key]
 
@@ -219,6 +220,7 @@ def _start(name: str, recipe_name: str) -> None:
 
 _start("toconv-init", "bench")
 _start("toconv-pinned-init", "bench-pinned")
+_start("toconv-center-init", "bench-center")
 
 PIN_SWEEP = (0, 16, 32, 64, 128, 192, 384)
 """Pinned directions of the ``toconv-pin-{p}`` rows (min(p, C) at token width C; 384 = C of
@@ -259,6 +261,7 @@ _toconv("toconv-global", "bench-global")
 _toconv("toconv-recon", "bench-recon")
 _toconv("toconv-rf-pinned", "bench-pinned")
 _toconv("toconv-rf-anchored", "bench-anchored")
+_toconv("toconv-center-rf", "bench-center")
 for _critic in ("r1", "critic-steps", "critic-wide", "critic-heavy"):
     _toconv(f"toconv-rf-{_critic}", f"bench-{_critic}")
 

@@ -18,6 +18,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.compressor.init": ("avg", "random", "pca", "kmeans"),
     "model.decoder.kind": ("conv", "attention"),
     "loss.wgan.kind": ("wgan-gp", "hinge"),
+    "model.compressor.pin_token": ("mean", "center"),
     "hardware.device": ("auto", "cpu", "cuda"),
     "hardware.mixed_precision": ("fp32", "fp16", "bf16"),
 }
@@ -28,6 +29,7 @@ RECIPE_KEYS: dict[str, str] = {
     "model.compressor.init": "init",
     "model.compressor.pca_images": "pca_images",
     "model.compressor.pin_pooling": "pin_pooling",
+    "model.compressor.pin_token": "pin_token",
     "model.compressor.freeze_pinned": "freeze_pinned",
     "model.critic.on_residual": "critic_on_residual",
     **{f"model.decoder.{k}": f"decoder.{k}" for k in ("kind", "num_layers", "width", "num_heads")},
@@ -113,6 +115,9 @@ class CompressorSection:
     """Top principal directions of real tokens in which the ``pca`` start keeps average pooling of
     the grid cell exactly (0: the plain PCA code; at least the token width: average pooling; see
     :func:`toconv.models.pca_init_`)."""
+    pin_token: str = _RECIPE.pin_token
+    """What the pinned directions hold: ``mean`` (the grid cell's average) or ``center`` (the
+    window's centre token)."""
     freeze_pinned: bool = _RECIPE.freeze_pinned
     """With a pinned start, train only the residual code (the pinned part stays the start's)."""
 

@@ -114,9 +114,31 @@ def _pinned_weight(centred: Tensor, pooled: Tensor, cov_x: Tensor, cell: Tensor,
     return top @ pool_top + rest @ torch.diag(rest_var.sqrt()) @ rotation @ residual_code, top
 
 
+PIN_TOKENS = ("mean", "center")
+"""What a pinned start holds in its pinned directions: the grid cell's ``mean`` (average pooling)
+or the window's ``center`` token (keep-center)."""
+
+
+def pinned_token_weights(geometry: ConvGeometry, token: str) -> Tensor:
+    """(k²,) slot weights of what the pinned directions hold: :func:`cell_weights` for ``mean``,
+    1 on the window's centre slot (k//2, k//2; a slot every window holds, also at 24→12's border)
+    for ``center``."""
+    if token == "mean":
+        return cell_weights(geometry)
+    if token != "center":
+        raise ValueError(f"pin_token: expected one of {', '.join(PIN_TOKENS)}, got {token!r}")
+    k = geometry.kernel_size
+    if k // 2 < geometry.padding:
+        raise ValueError(f"{geometry.name}: the window's centre slot lies in the padding")
+    weights = torch.zeros(k * k)
+    weights[(k // 2) * k + k // 2] = 1.0
+    return weights
+
+
 @torch.no_grad()
 def pca_init_(compressor: TokenCompressor, tokens: Tensor, max_samples: int = 16384,
-              generator: torch.Generator | None = None, pin_pooling: int = 0) -> TokenCompressor:
+              generator: torch.Generator | None = None, pin_pooling: int = 0,
+              pin_token: str = "mean") -> TokenCompressor:
     """Set ``compressor`` in place to the moment-matched, pooling-aligned PCA code of its RFs.
 
     Args:
@@ -129,6 +151,8 @@ def pca_init_(compressor: TokenCompressor, tokens: Tensor, max_samples: int = 16
             grid cell exactly (0: none, the plain PCA code; C: average pooling). Their (C, p)
             basis is held on the compressor (:attr:`TokenCompressor.pinned_directions`, saved
             with it), so training can hold that part fixed.
+        pin_token: what those directions hold: the cell's ``mean`` or the window's ``center``
+            token (:func:`pinned_token_weights`); the residual code is then of what it leaves out.
     Returns:
         the same compressor.
     """
@@ -142,8 +166,8 @@ def pca_init_(compressor: TokenCompressor, tokens: Tensor, max_samples: int = 16
     if not 0 <= pin_pooling <= cfg.hidden_dim:
         raise ValueError(f"pin_pooling: expected 0 to {cfg.hidden_dim} pinned directions, got {pin_pooling}")
     rf, c, k = compressor.rf, cfg.hidden_dim, compressor.geometry.kernel_size
-    # the slots pooling averages: the grid cell when pinned, else the whole window (any geometry)
-    slots = (cell_weights(compressor.geometry) if pin_pooling
+    # the slots the pinned part reads (the grid cell or the centre), else the whole window
+    slots = (pinned_token_weights(compressor.geometry, pin_token) if pin_pooling
              else torch.full((k * k,), 1 / k**2)).to(tokens.device)
     x = tokens.float()
     full = rf.mask.all(dim=1).to(x.device)
@@ -175,10 +199,11 @@ def pca_init_(compressor: TokenCompressor, tokens: Tensor, max_samples: int = 16
 
 
 def init_compressor(tokens: Tensor, output_grid_size: int, init: str = "pca", seed: int = 0,
-                    pin_pooling: int = 0) -> TokenCompressor:
+                    pin_pooling: int = 0, pin_token: str = "mean") -> TokenCompressor:
     """The untrained compressor for (B, N, C) training tokens: ``pca`` (:func:`pca_init_`, fitted on
     ``tokens`` with a generator seeded by ``seed``, min(``pin_pooling``, C) directions kept as
-    average pooling of the cell, so one setting serves every token width), ``avg`` (average
+    average pooling of the cell, or the window's centre token with ``pin_token="center"``, so one
+    setting serves every token width), ``avg`` (average
     pooling of each window) or ``random``."""
     if init not in ("pca", "avg", "random"):
         raise ValueError(f"init must be 'pca', 'avg' or 'random', got {init!r}")
@@ -190,5 +215,5 @@ def init_compressor(tokens: Tensor, output_grid_size: int, init: str = "pca", se
                                  init="avg" if init == "pca" else init)
     if init == "pca":
         pca_init_(compressor, tokens, generator=torch.Generator().manual_seed(seed),
-                  pin_pooling=min(pin_pooling, dim))
+                  pin_pooling=min(pin_pooling, dim), pin_token=pin_token)
     return compressor

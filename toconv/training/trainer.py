@@ -161,7 +161,8 @@ class Trainer:
         count = min(c.pca_images, len(self.train_source))
         logger.info("fitting the PCA initialisation of the compressor on %d training images", count)
         return init_compressor(self.train_source.tokens(list(range(count))), c.output_grid_size,
-                               init="pca", seed=self.cfg.training.seed, pin_pooling=c.pin_pooling)
+                               init="pca", seed=self.cfg.training.seed, pin_pooling=c.pin_pooling,
+                               pin_token=c.pin_token)
 
     def _initial_slots(self, grid: int, hidden_dim: int) -> SlotCompressor:
         """The slots family's start: ``kmeans`` fitted on the first ``pca_images`` training images
