@@ -63,7 +63,7 @@ class CompressorObjective(nn.Module):
         self.ae_weight, self.wgan_weight, self.lambda_gp = ae_weight, wgan_weight, lambda_gp
         self.adversarial_loss, self.r1_weight = adversarial_loss, r1_weight
         self.critic_on_residual = critic_on_residual
-        basis = compressor.pinned_directions if freeze_pinned else None
+        basis = getattr(compressor, "pinned_directions", None) if freeze_pinned else None  # slots: none
         # (C, p) pinned directions and the pinned part of the start, Uᵀ·weight and Uᵀ·bias; not
         # saved with the objective (the basis travels with the compressor)
         self.register_buffer("pinned_basis", basis, persistent=False)
