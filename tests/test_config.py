@@ -53,10 +53,12 @@ def test_the_critic_variants_change_one_thing_of_the_bench_recipe(name, changed)
 
 def test_adversarial_and_pinning_keys_reach_the_recipe():
     cfg = load_config(ROOT + ["loss.wgan.kind=hinge", "loss.wgan.r1_weight=2.0", "loss.wgan.lambda_gp=0",
-                              "model.compressor.freeze_pinned=false"])
+                              "model.compressor.freeze_pinned=false", "model.compressor.pin_token=center"])
     recipe = recipe_from_config(cfg)
     assert (recipe.adversarial_loss, recipe.r1_weight, recipe.lambda_gp) == ("hinge", 2.0, 0.0)
-    assert recipe.freeze_pinned is False
+    assert recipe.freeze_pinned is False and recipe.pin_token == "center"
+    with pytest.raises(ConfigError, match="model.compressor.pin_token: expected one of mean, center, got 'max'"):
+        load_config(ROOT + ["model.compressor.pin_token=max"])
     with pytest.raises(ConfigError, match="loss.wgan.kind: expected one of wgan-gp, hinge, got 'lsgan'"):
         load_config(ROOT + ["loss.wgan.kind=lsgan"])
 

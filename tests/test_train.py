@@ -158,12 +158,15 @@ def test_summary_log_and_config_record_the_run(full_run):
     assert "n_critic: 2" in config and "experiment.name" not in config
 
 
-def test_resume_matches_uninterrupted_bit_for_bit(workdir):
-    """4 steps, stop (mid-epoch 2), resume to 8 == 8 steps in one go; dropout makes RNG matter."""
-    args = ["training.epochs=3", "training.eval_every_epochs=5", "model.rf_discriminator.dropout=0.2"]
-    run(workdir, "stopped", *args, "training.max_steps=4")
-    summary, resumed = run(workdir, "stopped", *args, "training.max_steps=8", "training.resume=auto")
-    _, straight = run(workdir, "straight", *args, "training.max_steps=8")
+@pytest.mark.parametrize("frozen", ["true", "false"])
+def test_resume_matches_uninterrupted_bit_for_bit(workdir, frozen):
+    """4 steps, stop (mid-epoch 2), resume to 8 == 8 steps in one go; dropout makes RNG matter.
+    A pinned start trained whole resumes from the saved weights and pinned directions alone."""
+    args = ["training.epochs=3", "training.eval_every_epochs=5", "model.rf_discriminator.dropout=0.2",
+            f"model.compressor.freeze_pinned={frozen}"]
+    run(workdir, f"stopped-{frozen}", *args, "training.max_steps=4")
+    summary, resumed = run(workdir, f"stopped-{frozen}", *args, "training.max_steps=8", "training.resume=auto")
+    _, straight = run(workdir, f"straight-{frozen}", *args, "training.max_steps=8")
     assert summary["run"]["steps"] == 8
     folders = {d: json.loads((d / "state" / "latest.json").read_text())["folder"] for d in (resumed, straight)}
     for part in ("compressor", "critic", "decoder"):
