@@ -146,8 +146,6 @@ def test_benchmark_smoke_on_generated_tokens(tmp_path) -> None:
                 assert set(m[key]) == {"mean", "std", "runs"} and len(m[key]["runs"]) == 6
                 assert m[key]["mean"] == pytest.approx(statistics.fmean(m[key]["runs"]))
         methods = block["methods"]
-        if size == "6":  # the PCA start's window is the cell: it is the ceiling's code, up to a linear map
-            assert methods["toconv-init"]["information_ceiling"]["mean"] == pytest.approx(1.0, abs=0.01)
         # shuffling the positions destroys what the grid probe can rebuild
         assert (methods["control-shuffled"]["information"]["mean"]
                 < methods["toconv-rf"]["information"]["mean"] - 0.5)

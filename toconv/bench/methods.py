@@ -220,7 +220,7 @@ def _start(name: str, recipe_name: str) -> None:
 
 _start("toconv-init", "bench")
 _start("toconv-pinned-init", "bench-pinned")
-_start("toconv-center-init", "bench-center")
+_start("toconv-mean-init", "bench-mean")
 
 PIN_SWEEP = (0, 16, 32, 64, 128, 192, 384)
 """Pinned directions of the ``toconv-pin-{p}`` rows (min(p, C) at token width C; 384 = C of
@@ -261,7 +261,7 @@ _toconv("toconv-global", "bench-global")
 _toconv("toconv-recon", "bench-recon")
 _toconv("toconv-rf-pinned", "bench-pinned")
 _toconv("toconv-rf-anchored", "bench-anchored")
-_toconv("toconv-center-rf", "bench-center")
+_toconv("toconv-mean-rf", "bench-mean")
 for _critic in ("r1", "critic-steps", "critic-wide", "critic-heavy"):
     _toconv(f"toconv-rf-{_critic}", f"bench-{_critic}")
 
