@@ -36,7 +36,7 @@ class CompressorConfig(ConfigDict):
     cls_token: bool = False
     init: Literal["avg", "random"] = "avg"
     pinned_dim: int = 0
-    """Output directions held exact at clipped border windows (a pooling-pinned start's, see
+    """Output directions held exact at clipped border windows (a pinned start's, see
     :func:`toconv.models.pca_init_`); 0 for every other compressor."""
 
     def __post_init__(self) -> None:
@@ -102,7 +102,7 @@ class TokenCompressor(nn.Module):
 
     @property
     def pinned_directions(self) -> Tensor | None:
-        """The (C_out, p) orthonormal directions a pooling-pinned start holds (None: not pinned)."""
+        """The (C_out, p) orthonormal directions a pinned start holds (None: not pinned)."""
         return self.conv.unscaled_directions
 
     def pin_(self, directions: Tensor | None) -> None:
