@@ -27,7 +27,9 @@ and P_e, D_e its top C − p principal directions and variances (Q again the Pro
 towards pooling). p = C is average pooling of the cell. U is held on the compressor
 (:meth:`TokenCompressor.pin_`): the partial convolution leaves that part unrenormalised where
 it rescales a window clipped by the grid border (24→12 only), so the pinned part is the cell mean
-in every window.
+in every window. With ``pin_token="center"`` the window's centre token takes the place of
+cell(r) (p = C is then keep-center), the start the default recipe uses: a frozen reader of real
+tokens reads a real token better than a mean.
 
 Training then refines this starting point with the critic and the decoder.
 """
