@@ -386,3 +386,21 @@ def test_trainer_and_the_bench_method_train_identical_weights(workdir):
     trained = TokenCompressor.from_pretrained(run_dir / "latest.safetensors")
     x = torch.randn(3, 576, 32)
     assert torch.equal(method.compress(x), trained.eval()(x))
+
+
+def test_histograms_skip_values_tensorboard_refuses(tmp_path):
+    pytest.importorskip("tensorboard", reason="the trainer needs the train extra")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from toconv.training.tracking import Tracker
+
+    tracker = Tracker(tmp_path, {})
+    with pytest.raises(ValueError):  # what the trainer's evaluation hit with a NaN cosine
+        tracker.writer.add_histogram("raw", np.full(4, np.nan), 0)
+    tracker.histogram("all-nan", np.full(4, np.nan), 0)
+    tracker.histogram("mixed", np.array([0.5, np.inf, 0.9]), 0)
+    tracker.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert events.Tags()["histograms"] == ["mixed"]
+    assert events.Histograms("mixed")[0].histogram_value.num == 2

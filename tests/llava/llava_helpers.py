@@ -65,6 +65,10 @@ def build_llava(config: Any, seed: int = 0) -> Any:
     torch.manual_seed(seed)
     model = LlavaLlamaForCausalLM(config)
     model.get_vision_tower().load_model()
+    newline = getattr(model.get_model(), "image_newline", None)
+    if newline is not None:  # LLaVA allocates it with torch.empty and fills it only when training starts
+        with torch.no_grad():
+            newline.normal_(std=config.hidden_size**-0.5)
     return model.eval()
 
 

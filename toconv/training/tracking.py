@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 
 def require_wandb() -> Any:
@@ -46,6 +49,11 @@ class Tracker:
             self.wandb.log(values, step=step)
 
     def histogram(self, key: str, values: np.ndarray, step: int) -> None:
+        """Log the finite ``values`` (TensorBoard refuses NaN and inf); nothing when none are."""
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            logger.warning("%s: no finite values at step %d, histogram not logged", key, step)
+            return
         self.writer.add_histogram(key, values, step)
         if self.wandb is not None:
             import wandb
