@@ -11,7 +11,7 @@ from einops import rearrange
 from toconv.bench.reducers import average_pool
 from toconv.geometry import gather_rf_tokens
 from toconv.models import TokenCompressor, init_compressor, pca_init_
-from toconv.models.pca_init import cell_weights
+from toconv.models.pca_init import cell_weights, pinned_token_weights
 
 
 def smooth_tokens(b: int, grid: int, dim: int, seed: int = 0) -> torch.Tensor:
@@ -126,6 +126,10 @@ def test_pinning_every_direction_to_the_center_is_keep_center(grid_tokens, outpu
     torch.testing.assert_close(z, grid_tokens[:, rf_center_indices(compressor.rf)], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="pin_token: expected one of mean, center, got 'corner'"):
         init_compressor(grid_tokens, output, pin_pooling=4, pin_token="corner")
+    from toconv.geometry import ConvGeometry
+
+    with pytest.raises(ValueError, match="centre slot inside the grid in every window, got 13 windows"):
+        pinned_token_weights(ConvGeometry(24, 7, kernel_size=5, stride=4, padding=3), "center")
 
 
 @pytest.mark.parametrize(("output", "pinned"), [(12, 3), (8, 5), (6, 1), (8, 11)])

@@ -36,8 +36,7 @@ def antialiased_resize(x: Tensor, out: int) -> Tensor:
 
 def rf_center_indices(rf: RFGeometry) -> Tensor:
     """(M,) flat index of each RF's centre token (slot (k//2, k//2); first valid slot if clipped)."""
-    k = rf.conv.kernel_size
-    center = (k // 2) * k + k // 2
+    center = rf.center_slot
     return torch.where(rf.mask[:, center], rf.indices[:, center], rf.compact[:, 0])
 
 

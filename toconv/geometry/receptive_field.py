@@ -49,6 +49,13 @@ class RFGeometry:
         return cls(conv, torch.where(mask, indices, torch.zeros_like(indices)), mask, compact)
 
     @property
+    def center_slot(self) -> int:
+        """The window's centre slot, (k//2, k//2) row-major (for even k, the lower-right of the
+        central four)."""
+        k = self.conv.kernel_size
+        return (k // 2) * k + k // 2
+
+    @property
     def num_outputs(self) -> int:
         """M, the number of output tokens (RFs)."""
         return self.indices.shape[0]

@@ -37,8 +37,8 @@ class PartialConv2d(nn.Module):
         sizes = RFGeometry.from_conv(geometry).sizes.float()
         scale = rearrange(k * k / sizes, "(i j) -> 1 1 i j", i=geometry.output_grid_size)
         self.register_buffer("scale", scale, persistent=False)
-        unscaled = torch.linalg.qr(torch.eye(out_channels, unscaled_dim)).Q if unscaled_dim else None
-        self.register_buffer("unscaled_directions", unscaled)
+        # orthonormal placeholders; a checkpoint or set_unscaled_directions fills them
+        self.register_buffer("unscaled_directions", torch.eye(out_channels, unscaled_dim) if unscaled_dim else None)
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)
 
     def set_unscaled_directions(self, directions: Tensor | None) -> None:

@@ -40,7 +40,7 @@ import torch
 from einops import einsum, rearrange
 from torch import Tensor
 
-from toconv.geometry import ConvGeometry, gather_rf_tokens
+from toconv.geometry import ConvGeometry, RFGeometry, gather_rf_tokens
 from toconv.models.partial_conv import TokenCompressor
 
 
@@ -129,11 +129,13 @@ def pinned_token_weights(geometry: ConvGeometry, token: str) -> Tensor:
         return cell_weights(geometry)
     if token != "center":
         raise ValueError(f"pin_token: expected one of {', '.join(PIN_TOKENS)}, got {token!r}")
-    k = geometry.kernel_size
-    if k // 2 < geometry.padding:
-        raise ValueError(f"{geometry.name}: the window's centre slot lies in the padding")
-    weights = torch.zeros(k * k)
-    weights[(k // 2) * k + k // 2] = 1.0
+    rf = RFGeometry.from_conv(geometry)
+    outside = int((~rf.mask[:, rf.center_slot]).sum())
+    if outside:
+        raise ValueError(f"{geometry.name}: pin_token='center' needs the window's centre slot inside "
+                         f"the grid in every window, got {outside} windows where it is padding")
+    weights = torch.zeros(geometry.kernel_size**2)
+    weights[rf.center_slot] = 1.0
     return weights
 
 
