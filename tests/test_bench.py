@@ -42,6 +42,16 @@ def test_average_pool_matches_blocks() -> None:
     assert average_pool(x, 2).flatten().tolist() == [2.5, 4.5, 10.5, 12.5]
 
 
+@pytest.mark.parametrize("output", [12, 8, 6])
+def test_blend_pool_averages_the_centre_token_and_the_cell_mean(output: int) -> None:
+    x = torch.randn(2, 576, 5)
+    ctx = MethodContext(x, resolve_geometry(24, output), quick_config(), lambda _: None)
+    centre = x[:, rf_center_indices(ctx.rf)]
+    blend = build_method("blend-pool", ctx).compress(x)
+    torch.testing.assert_close(blend, (centre + average_pool(x, output)) / 2)
+    assert not torch.allclose(blend, average_pool(x, output), atol=1e-2)
+
+
 def test_antialiased_resize_is_not_a_copy_of_pooling_or_of_one_token() -> None:
     x = torch.randn(2, 144, 3)
     resized = antialiased_resize(x, 4)

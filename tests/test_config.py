@@ -45,8 +45,10 @@ def test_the_bench_and_the_quickstart_train_the_default_method():
     ("bench-r1", {"adversarial_loss": "hinge", "lambda_gp": 0.0, "r1_weight": 1.0}),
     ("bench-critic-steps", {"n_critic": 10}),
     ("bench-critic-wide", {"critic": {"width": 1024, "depth": 3, "dropout": 0.0}}),
-    ("bench-critic-heavy", {"wgan_weight": 0.1})])
-def test_the_critic_variants_change_one_thing_of_the_bench_recipe(name, changed):
+    ("bench-critic-heavy", {"wgan_weight": 0.1}),
+    ("bench-center", {"pin_token": "center", "pin_pooling": 64}),
+    ("bench-mean", {"pin_token": "mean", "pin_pooling": 64})])
+def test_the_variants_change_only_their_own_fields_of_the_bench_recipe(name, changed):
     bench, variant = RECIPES["bench"].to_dict(), RECIPES[name].to_dict()
     assert {key: value for key, value in variant.items() if bench[key] != value} == changed
 
@@ -57,7 +59,7 @@ def test_adversarial_and_pinning_keys_reach_the_recipe():
     recipe = recipe_from_config(cfg)
     assert (recipe.adversarial_loss, recipe.r1_weight, recipe.lambda_gp) == ("hinge", 2.0, 0.0)
     assert recipe.freeze_pinned is False and recipe.pin_token == "center"
-    with pytest.raises(ConfigError, match="model.compressor.pin_token: expected one of mean, center, got 'max'"):
+    with pytest.raises(ConfigError, match="model.compressor.pin_token: expected one of mean, center, blend, got 'max'"):
         load_config(ROOT + ["model.compressor.pin_token=max"])
     with pytest.raises(ConfigError, match="loss.wgan.kind: expected one of wgan-gp, hinge, got 'lsgan'"):
         load_config(ROOT + ["loss.wgan.kind=lsgan"])

@@ -124,12 +124,28 @@ def test_pinning_every_direction_to_the_center_is_keep_center(grid_tokens, outpu
     with torch.no_grad():
         z = compressor(grid_tokens)
     torch.testing.assert_close(z, grid_tokens[:, rf_center_indices(compressor.rf)], atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="pin_token: expected one of mean, center, got 'corner'"):
+    with pytest.raises(ValueError, match="pin_token: expected one of mean, center, blend, got 'corner'"):
         init_compressor(grid_tokens, output, pin_pooling=4, pin_token="corner")
     from toconv.geometry import ConvGeometry
 
     with pytest.raises(ValueError, match="centre slot inside the grid in every window, got 13 windows"):
         pinned_token_weights(ConvGeometry(24, 7, kernel_size=5, stride=4, padding=3), "center")
+
+
+@pytest.mark.parametrize("output", [12, 8, 6])
+def test_pinning_every_direction_to_the_blend_averages_centre_and_cell_mean(grid_tokens, output: int) -> None:
+    from toconv.bench.reducers import rf_center_indices
+
+    compressor = init_compressor(grid_tokens, output, pin_pooling=12, pin_token="blend")
+    with torch.no_grad():
+        z = compressor(grid_tokens)
+    centre = grid_tokens[:, rf_center_indices(compressor.rf)]
+    torch.testing.assert_close(z, (centre + average_pool(grid_tokens, output)) / 2, atol=1e-5, rtol=1e-5)
+    weights = rearrange(pinned_token_weights(compressor.geometry, "blend"), "(dy dx) -> dy dx",
+                        dy=compressor.geometry.kernel_size)
+    assert float(weights.sum()) == pytest.approx(1.0)
+    if output == 12:  # the centre slot (1, 1) is one of the 2×2 cell's four
+        torch.testing.assert_close(weights, torch.tensor([[0, 0, 0], [0, 0.625, 0.125], [0, 0.125, 0.125]]))
 
 
 @pytest.mark.parametrize(("output", "pinned"), [(12, 3), (8, 5), (6, 1), (8, 11)])

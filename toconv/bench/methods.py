@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from einops import rearrange, repeat
+from einops import einsum, rearrange, repeat
 from torch import Tensor, nn
 
 from toconv.bench.config import BenchConfig
@@ -26,8 +26,9 @@ from toconv.bench.reducers import (
     tome_merge,
     train_unshuffle,
 )
-from toconv.geometry import ConvGeometry, RFGeometry
+from toconv.geometry import ConvGeometry, RFGeometry, gather_rf_tokens
 from toconv.models import TokenCompressor, init_compressor, load_compressor
+from toconv.models.pca_init import pinned_token_weights
 from toconv.objective import train_on_tokens
 from toconv.recipes import Recipe, get_recipe
 
@@ -207,6 +208,18 @@ def _keep_center(ctx: MethodContext) -> Method:
     return Method("keep-center", lambda x: x[:, center.to(x.device)])
 
 
+@register_method("blend-pool")
+def _blend_pool(ctx: MethodContext) -> Method:
+    """What the default start pins, in every direction: half the window's centre token plus half
+    the cell mean."""
+    weights, rf = pinned_token_weights(ctx.geometry, "blend"), ctx.rf
+
+    def reduce(x: Tensor) -> Tensor:
+        return einsum(gather_rf_tokens(x, rf), weights.to(x), "b m r c, r -> b m c")
+
+    return Method("blend-pool", reduce, flops=2 * int((weights > 0).sum()) * ctx.geometry.num_outputs * ctx.dim)
+
+
 # ----------------------------------------------------------------------------- learned
 def _start(name: str, recipe_name: str) -> None:
     @register_method(name, seeded=True)
@@ -221,6 +234,7 @@ def _start(name: str, recipe_name: str) -> None:
 _start("toconv-init", "bench")
 _start("toconv-pinned-init", "bench-pinned")
 _start("toconv-mean-init", "bench-mean")
+_start("toconv-center-init", "bench-center")
 
 PIN_SWEEP = (0, 16, 32, 64, 128, 192, 384)
 """Pinned directions of the ``toconv-pin-{p}`` rows (min(p, C) at token width C; 384 = C of
@@ -262,6 +276,7 @@ _toconv("toconv-recon", "bench-recon")
 _toconv("toconv-rf-pinned", "bench-pinned")
 _toconv("toconv-rf-anchored", "bench-anchored")
 _toconv("toconv-mean-rf", "bench-mean")
+_toconv("toconv-center-rf", "bench-center")
 for _critic in ("r1", "critic-steps", "critic-wide", "critic-heavy"):
     _toconv(f"toconv-rf-{_critic}", f"bench-{_critic}")
 

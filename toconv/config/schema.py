@@ -18,7 +18,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.compressor.init": ("avg", "random", "pca", "kmeans"),
     "model.decoder.kind": ("conv", "attention"),
     "loss.wgan.kind": ("wgan-gp", "hinge"),
-    "model.compressor.pin_token": ("mean", "center"),
+    "model.compressor.pin_token": ("mean", "center", "blend"),
     "hardware.device": ("auto", "cpu", "cuda"),
     "hardware.mixed_precision": ("fp32", "fp16", "bf16"),
 }

@@ -28,8 +28,10 @@ towards pooling). p = C is average pooling of the cell. U is held on the compres
 (:meth:`TokenCompressor.pin_`): the partial convolution leaves that part unrenormalised where
 it rescales a window clipped by the grid border (24→12 only), so the pinned part is the cell mean
 in every window. With ``pin_token="center"`` the window's centre token takes the place of
-cell(r) (p = C is then keep-center), the start the default recipe uses: a frozen reader of real
-tokens reads a real token better than a mean.
+cell(r) (p = C is then keep-center): a frozen reader of real tokens reads a real token better
+than a mean. ``pin_token="blend"`` holds half the centre token plus half the cell mean, a
+centre-weighted cell mean (the start the default recipe uses): the mean's vote over the cell,
+pulled towards a token that looks real.
 
 Training then refines this starting point with the critic and the decoder.
 """
@@ -116,17 +118,19 @@ def _pinned_weight(centred: Tensor, pooled: Tensor, cov_x: Tensor, cell: Tensor,
     return top @ pool_top + rest @ torch.diag(rest_var.sqrt()) @ rotation @ residual_code, top
 
 
-PIN_TOKENS = ("mean", "center")
-"""What a pinned start holds in its pinned directions: the grid cell's ``mean`` (average pooling)
-or the window's ``center`` token (keep-center)."""
+PIN_TOKENS = ("mean", "center", "blend")
+"""What a pinned start holds in its pinned directions: the grid cell's ``mean`` (average pooling),
+the window's ``center`` token (keep-center) or their average, ``blend``."""
 
 
 def pinned_token_weights(geometry: ConvGeometry, token: str) -> Tensor:
     """(k²,) slot weights of what the pinned directions hold: :func:`cell_weights` for ``mean``,
     1 on the window's centre slot (k//2, k//2; a slot every window holds, also at 24→12's border)
-    for ``center``."""
+    for ``center``, the average of the two for ``blend``."""
     if token == "mean":
         return cell_weights(geometry)
+    if token == "blend":
+        return (cell_weights(geometry) + pinned_token_weights(geometry, "center")) / 2
     if token != "center":
         raise ValueError(f"pin_token: expected one of {', '.join(PIN_TOKENS)}, got {token!r}")
     rf = RFGeometry.from_conv(geometry)
@@ -155,8 +159,9 @@ def pca_init_(compressor: TokenCompressor, tokens: Tensor, max_samples: int = 16
             grid cell exactly (0: none, the plain PCA code; C: average pooling). Their (C, p)
             basis is held on the compressor (:attr:`TokenCompressor.pinned_directions`, saved
             with it), so training can hold that part fixed.
-        pin_token: what those directions hold: the cell's ``mean`` or the window's ``center``
-            token (:func:`pinned_token_weights`); the residual code is then of what it leaves out.
+        pin_token: what those directions hold: the cell's ``mean``, the window's ``center``
+            token or their average, ``blend`` (:func:`pinned_token_weights`); the residual code
+            is then of what it leaves out.
     Returns:
         the same compressor.
     """
@@ -205,10 +210,9 @@ def pca_init_(compressor: TokenCompressor, tokens: Tensor, max_samples: int = 16
 def init_compressor(tokens: Tensor, output_grid_size: int, init: str = "pca", seed: int = 0,
                     pin_pooling: int = 0, pin_token: str = "mean") -> TokenCompressor:
     """The untrained compressor for (B, N, C) training tokens: ``pca`` (:func:`pca_init_`, fitted on
-    ``tokens`` with a generator seeded by ``seed``, min(``pin_pooling``, C) directions kept as
-    average pooling of the cell, or the window's centre token with ``pin_token="center"``, so one
-    setting serves every token width), ``avg`` (average
-    pooling of each window) or ``random``."""
+    ``tokens`` with a generator seeded by ``seed``, min(``pin_pooling``, C) directions holding
+    ``pin_token`` (:func:`pinned_token_weights`), so one setting serves every token width),
+    ``avg`` (average pooling of each window) or ``random``."""
     if init not in ("pca", "avg", "random"):
         raise ValueError(f"init must be 'pca', 'avg' or 'random', got {init!r}")
     _, n, dim = tokens.shape
