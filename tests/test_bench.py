@@ -164,6 +164,7 @@ def test_benchmark_smoke_on_generated_tokens(tmp_path) -> None:
         assert pool[:3] != pool[3:] and len(set(pool)) > 1
         verdicts = {(v["method"], v["against"], v["metric"]): v for v in block["verdicts"]}
         assert verdicts[("control-shuffled", "toconv-rf", "information")]["verdict"] == "worse"
+        assert ("toconv-rf", "blend-pool", "reader_mlp") in verdicts
     assert [r["image_tokens"] for r in data["llm_prefill"]["rows"]] == [576, 144, 36]
     text = (out / "report.md").read_text()
     assert "| toconv-rf | 144 |" in text and "## 24→6" in text and "Quick run" in text

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from toconv.bench.config import DEFAULT_METHODS, full_config, quick_config
+from toconv.bench.config import DEFAULT_METHODS, QUICK_METHODS, full_config, quick_config
 from toconv.bench.data import build_cache, load_cache, synthetic_features
 from toconv.bench.methods import list_methods
 from toconv.bench.report import write_report
@@ -37,6 +37,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="a trained toconv checkpoint to score beside the baselines (repeatable)")
     parser.add_argument("--methods", nargs="+", default=None,
                         help=f"registered methods to run, in table order (default: {' '.join(DEFAULT_METHODS)}; "
+                             f"--quick: {' '.join(QUICK_METHODS)}; "
                              f"also: {' '.join(sorted(set(list_methods()) - set(DEFAULT_METHODS)))})")
     parser.add_argument("--seeds", type=int, default=None,
                         help="how many seeds the seeded methods run at (default 3, quick 2)")

@@ -7,11 +7,15 @@ from typing import Any
 
 from toconv.metrics import ProbeSettings
 
-DEFAULT_METHODS = ("avg-pool", "keep-center", "toconv-init", "toconv-rf", "control-rotated",
-                   "control-shuffled")
-"""Run by default. ``bilinear``, ``tome``, ``toconv-recon``, ``toconv-global``,
-``unshuffle-linear`` and the other registered rows run with ``--methods``; every row costs a
-trained reader per run, so the default keeps to the rows the verdicts need."""
+QUICK_METHODS = ("avg-pool", "keep-center", "toconv-init", "toconv-rf", "control-rotated",
+                 "control-shuffled")
+"""The rows every verdict needs: pooling, keep-center, the method's start and its trained row, and
+both controls; ``--quick`` runs these."""
+DEFAULT_METHODS = (*QUICK_METHODS[:2], "blend-pool", *QUICK_METHODS[2:])
+"""The full run adds ``blend-pool``: what the default start pins, in every direction, so the
+residual code is judged against the token it sits beside. ``bilinear``, ``tome``,
+``toconv-recon``, ``toconv-global``, ``unshuffle-linear`` and the other registered rows run with
+``--methods``; every row costs a trained reader per run."""
 
 
 @dataclass(frozen=True)
@@ -61,9 +65,10 @@ def full_config(**overrides: Any) -> BenchConfig:
 
 
 def quick_config(**overrides: Any) -> BenchConfig:
-    """A few minutes: fewer steps and images, same methods and metrics."""
+    """A few minutes: fewer steps and images, the rows every verdict needs, the same metrics."""
     base = BenchConfig(
         quick=True,
+        methods=QUICK_METHODS,
         num_seeds=2,
         recipe_changes={"steps": 30, "warmup_steps": 10, "n_critic": 2},
         probe=replace(ProbeSettings(), probe_train_images=None, reader_steps=150, mlp_steps=200,

@@ -292,10 +292,10 @@ def evaluate_size(features: Features, geometry: ConvGeometry, config: BenchConfi
 
 
 def size_verdicts(values: dict[str, dict[str, list[float | None]]]) -> list[dict[str, Any]]:
-    """Paired verdicts: every method against avg-pool, toconv-rf against toconv-init, and each
-    control against toconv-rf, on every figure."""
+    """Paired verdicts: every method against avg-pool, toconv-rf against toconv-init and against
+    blend-pool (the token its start pins), and each control against toconv-rf, on every figure."""
     pairs = [(name, "avg-pool") for name in values if name != "avg-pool"]
-    pairs += [("toconv-rf", "toconv-init")] + [(c, "toconv-rf") for c in CONTROLS]
+    pairs += [("toconv-rf", "toconv-init"), ("toconv-rf", "blend-pool")] + [(c, "toconv-rf") for c in CONTROLS]
     out = []
     for a, b in pairs:
         if a in values and b in values:
