@@ -65,6 +65,13 @@ def test_adversarial_and_pinning_keys_reach_the_recipe():
         load_config(ROOT + ["loss.wgan.kind=lsgan"])
 
 
+def test_the_pin_token_choices_are_the_starts_pin_tokens():
+    from toconv.config.schema import CHOICES
+    from toconv.models.pca_init import PIN_TOKENS
+
+    assert CHOICES["model.compressor.pin_token"] == PIN_TOKENS
+
+
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_recipe_selects_every_method_key(name):
     cfg = load_config(ROOT + [f"recipe={name}"])
