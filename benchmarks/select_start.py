@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from einops import einsum
@@ -47,6 +48,29 @@ def blend(output: int, weight: float) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: einsum(gather_rf_tokens(x, rf), slots.to(x), "b m r c, r -> b m c")
 
 
+def select_rows(train: torch.Tensor, fit: int, seeds: list[int], sizes: list[int], pinned: list[int],
+                settings: ProbeSettings | None = None) -> list[dict[str, Any]]:
+    """Every row of the table for (n, N, C) training tokens: the first ``fit`` images fit, the rest
+    are read. Each row: ``size``, ``method`` and ``scores`` [(linear, MLP) per instrument seed]."""
+    if not 0 < fit < len(train):
+        raise ValueError(f"--fit: expected 1 to {len(train) - 1} of the {len(train)} training images, got {fit}")
+    cls = train.mean(1)  # unused by the readers
+    features = Features(train[:fit], cls[:fit], train[fit:], cls[fit:])
+    instruments = [Instrument.fit(features, settings or ProbeSettings(), seed) for seed in seeds]
+    rows = []
+    for output in sizes:
+        methods: list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = [
+            (f"blend w={w}" if 0 < w < 1 else {0.0: "avg-pool", 1.0: "keep-center"}[w], blend(output, w))
+            for w in (0.0, 0.25, 0.5, 0.75, 1.0)]
+        for token in ("mean", "center", "blend"):
+            for p in pinned:
+                methods.append((f"start {token}, p={p}",
+                                init_compressor(features.train, output, "pca", 0, p, token).eval()))
+        rows += [{"size": output, "method": name, "scores": read(Method(name, reduce), features, instruments)}
+                 for name, reduce in methods]
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", required=True, help="a benchmark feature cache (train/ and val/)")
@@ -55,27 +79,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[12, 8, 6])
     parser.add_argument("--pinned", type=int, nargs="+", default=[64, 192])
     args = parser.parse_args()
-    cache = load_cache(args.cache)
-    train, cls, n = cache.train, cache.train_cls, len(cache.train)
-    if not 0 < args.fit < n:
-        raise SystemExit(f"--fit: expected 1 to {n - 1} of the {n} training images, got {args.fit}")
-    features = Features(train[: args.fit], cls[: args.fit], train[args.fit :], cls[args.fit :])
-    print(f"fit on {args.fit} training images, read on {n - args.fit}; instrument seeds {args.seeds}")
-    instruments = [Instrument.fit(features, ProbeSettings(), seed) for seed in args.seeds]
+    train = load_cache(args.cache).train
+    print(f"fit on {args.fit} training images, read on {len(train) - args.fit}; instrument seeds {args.seeds}")
     print("| size | method | reader linear | reader MLP | per seed (linear / MLP) |\n|---|---|---|---|---|")
-    for output in args.sizes:
-        rows: list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = [
-            (f"blend w={w}" if 0 < w < 1 else {0.0: "avg-pool", 1.0: "keep-center"}[w], blend(output, w))
-            for w in (0.0, 0.25, 0.5, 0.75, 1.0)]
-        for token in ("mean", "center", "blend"):
-            for pinned in args.pinned:
-                start = init_compressor(features.train, output, "pca", 0, pinned, token).eval()
-                rows.append((f"start {token}, p={pinned}", start))
-        for name, reduce in rows:
-            scores = read(Method(name, reduce), features, instruments)
-            linear, mlp = (statistics.fmean(s[i] for s in scores) for i in (0, 1))
-            seeds = " ".join(f"{a:.3f} / {b:.3f}" for a, b in scores)
-            print(f"| 24→{output} | {name} | {linear:.4f} | {mlp:.4f} | {seeds} |", flush=True)
+    for row in select_rows(train, args.fit, args.seeds, args.sizes, args.pinned):
+        linear, mlp = (statistics.fmean(s[i] for s in row["scores"]) for i in (0, 1))
+        seeds = " ".join(f"{a:.3f} / {b:.3f}" for a, b in row["scores"])
+        print(f"| 24→{row['size']} | {row['method']} | {linear:.4f} | {mlp:.4f} | {seeds} |", flush=True)
 
 
 if __name__ == "__main__":
