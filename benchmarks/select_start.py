@@ -18,12 +18,12 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from einops import einsum
 
 from toconv.bench.data import Features, load_cache
 from toconv.bench.methods import Method
+from toconv.bench.reducers import weighted_window
 from toconv.bench.runner import Instrument, method_tokens
-from toconv.geometry import RFGeometry, gather_rf_tokens, resolve_geometry
+from toconv.geometry import RFGeometry, resolve_geometry
 from toconv.metrics import ProbeSettings
 from toconv.models import init_compressor
 from toconv.models.pca_init import pinned_token_weights
@@ -45,7 +45,7 @@ def blend(output: int, weight: float) -> Callable[[torch.Tensor], torch.Tensor]:
     rf = RFGeometry.from_conv(geometry)
     slots = (weight * pinned_token_weights(geometry, "center")
              + (1 - weight) * pinned_token_weights(geometry, "mean"))
-    return lambda x: einsum(gather_rf_tokens(x, rf), slots.to(x), "b m r c, r -> b m c")
+    return lambda x: weighted_window(x, rf, slots)
 
 
 def select_rows(train: torch.Tensor, fit: int, seeds: list[int], sizes: list[int], pinned: list[int],

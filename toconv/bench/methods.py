@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from einops import einsum, rearrange, repeat
+from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from toconv.bench.config import BenchConfig
@@ -25,8 +25,9 @@ from toconv.bench.reducers import (
     tome_flops,
     tome_merge,
     train_unshuffle,
+    weighted_window,
 )
-from toconv.geometry import ConvGeometry, RFGeometry, gather_rf_tokens
+from toconv.geometry import ConvGeometry, RFGeometry
 from toconv.models import TokenCompressor, init_compressor, load_compressor
 from toconv.models.pca_init import pinned_token_weights
 from toconv.objective import train_on_tokens
@@ -213,11 +214,8 @@ def _blend_pool(ctx: MethodContext) -> Method:
     """What the default start pins, in every direction: half the window's centre token plus half
     the cell mean."""
     weights, rf = pinned_token_weights(ctx.geometry, "blend"), ctx.rf
-
-    def reduce(x: Tensor) -> Tensor:
-        return einsum(gather_rf_tokens(x, rf), weights.to(x), "b m r c, r -> b m c")
-
-    return Method("blend-pool", reduce, flops=2 * int((weights > 0).sum()) * ctx.geometry.num_outputs * ctx.dim)
+    return Method("blend-pool", lambda x: weighted_window(x, rf, weights),
+                  flops=2 * int((weights > 0).sum()) * ctx.geometry.num_outputs * ctx.dim)
 
 
 # ----------------------------------------------------------------------------- learned

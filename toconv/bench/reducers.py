@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import einsum, rearrange
 from torch import Tensor, nn
 
 from toconv.data import step_batches
@@ -32,6 +32,12 @@ def antialiased_resize(x: Tensor, out: int) -> Tensor:
     grid = rearrange(x, "b (h w) c -> b c h w", h=grid_side(x.shape[1]))
     resized = F.interpolate(grid, size=(out, out), mode="bilinear", align_corners=False, antialias=True)
     return rearrange(resized, "b c h w -> b (h w) c")
+
+
+def weighted_window(x: Tensor, rf: RFGeometry, weights: Tensor) -> Tensor:
+    """Each window's tokens summed with fixed (k²,) slot ``weights`` (row-major; padded slots
+    read zeros): (B, N, C) → (B, M, C)."""
+    return einsum(gather_rf_tokens(x, rf), weights.to(x), "b m r c, r -> b m c")
 
 
 def rf_center_indices(rf: RFGeometry) -> Tensor:
