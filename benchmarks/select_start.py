@@ -80,12 +80,16 @@ def main() -> None:
     parser.add_argument("--pinned", type=int, nargs="+", default=[64, 192])
     args = parser.parse_args()
     train = load_cache(args.cache).train
+    try:
+        rows = select_rows(train, args.fit, args.seeds, args.sizes, args.pinned)
+    except ValueError as error:  # a --fit or --sizes the data cannot take: one line, no traceback
+        parser.error(str(error))
     print(f"fit on {args.fit} training images, read on {len(train) - args.fit}; instrument seeds {args.seeds}")
     print("| size | method | reader linear | reader MLP | per seed (linear / MLP) |\n|---|---|---|---|---|")
-    for row in select_rows(train, args.fit, args.seeds, args.sizes, args.pinned):
+    for row in rows:
         linear, mlp = (statistics.fmean(s[i] for s in row["scores"]) for i in (0, 1))
         seeds = " ".join(f"{a:.3f} / {b:.3f}" for a, b in row["scores"])
-        print(f"| 24→{row['size']} | {row['method']} | {linear:.4f} | {mlp:.4f} | {seeds} |", flush=True)
+        print(f"| 24→{row['size']} | {row['method']} | {linear:.4f} | {mlp:.4f} | {seeds} |")
 
 
 if __name__ == "__main__":
