@@ -193,7 +193,7 @@ def test_resuming_a_finished_run_reports_it_and_changes_nothing(workdir, full_ru
     again, _ = run(workdir, "full", "training.epochs=2", "training.resume=auto")
     printed = capsys.readouterr().out
     assert "is already finished (step 6, epoch 2); left as it is" in printed
-    assert "val reconstruction cosine" in printed and "0.0 samples/s" not in printed
+    assert "val reconstruction cosine" in printed and "(0.0 samples/s)" not in printed
     assert again == json.loads((run_dir / "summary.json").read_text())
     assert again["run"]["train_samples_per_second"] == summary["run"]["train_samples_per_second"]
     assert stamps == {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
