@@ -131,7 +131,7 @@ SMALL_RECIPE = {"steps": 2, "batch_size": 4, "critic.width": 16, "decoder.width"
 
 
 def tiny_config(**overrides):
-    settings = {"recipe_changes": SMALL_RECIPE, "probe": TINY_PROBES, "llm_text_tokens": 4,
+    settings = {"recipe_changes": SMALL_RECIPE, "probe": TINY_PROBES, "llm_text_tokens": 4, "workers": 1,
                 "timing_images": 2, "timing_repeats": 1, "bootstrap_draws": 3}
     return quick_config(**{**settings, **overrides})
 
@@ -170,6 +170,30 @@ def test_benchmark_smoke_on_generated_tokens(tmp_path) -> None:
     assert "| toconv-rf | 144 |" in text and "## 24→6" in text and "Quick run" in text
     assert "**Targets:**" in text and "(worse)" in text
     assert {p.name for p in out.glob("*.png")} == {"front.png", "frechet.png"}
+
+
+def test_worker_processes_give_the_same_figures_as_one_process() -> None:
+    features = synthetic_features(16, 6, grid_size=16, dim=16)
+    config = tiny_config(output_grid_sizes=(8, 4), num_seeds=2,
+                         methods=("avg-pool", "toconv-init", "toconv-rf", "control-shuffled"))
+    lines: list[str] = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same arithmetic here as in each one-thread worker
+    try:
+        alone = run_benchmark(features, replace(config, workers=1), encoder_name=None, log=lambda _: None)
+        split = run_benchmark(features, replace(config, workers=2), encoder_name=None, log=lines.append)
+    finally:
+        torch.set_num_threads(threads)
+    assert split["environment"]["workers"] == 2 and split["environment"]["threads_per_worker"] == 1
+    for size in ("8", "4"):
+        a, b = alone["sizes"][size], split["sizes"][size]
+        assert a["runs"] == b["runs"] and a["verdicts"] == b["verdicts"]
+        for name, row in a["methods"].items():
+            for key in METRICS:
+                assert row[key]["runs"] == b["methods"][name][key]["runs"], (size, name, key)
+    # the workers' progress lines reach the caller's log
+    assert any("toconv-rf run 1" in line for line in lines)
+    assert any("instrument at seed 1 fitted" in line for line in lines)
 
 
 def test_frechet_with_too_few_tokens_is_not_reported(tmp_path) -> None:

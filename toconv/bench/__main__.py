@@ -42,6 +42,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=None,
                         help="how many seeds the seeded methods run at (default 3, quick 2)")
     parser.add_argument("--seed", type=int, default=0, help="the first seed")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes the runs are spread over (default: one per core, at most one "
+                             "per run; 1: all in this process)")
     return parser.parse_args(argv)
 
 
@@ -51,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     overrides = {"seed": args.seed,
                  **({"output_grid_sizes": tuple(args.output_grid_sizes)} if args.output_grid_sizes else {}),
                  **({"methods": tuple(args.methods)} if args.methods else {}),
-                 **({"num_seeds": args.seeds} if args.seeds else {})}
+                 **({"num_seeds": args.seeds} if args.seeds else {}),
+                 **({"workers": args.workers} if args.workers is not None else {})}
     config = quick_config(**overrides) if args.quick else full_config(**overrides)
     encoder = None if args.synthetic else args.encoder
     try:

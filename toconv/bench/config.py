@@ -38,6 +38,10 @@ class BenchConfig:
     methods: tuple[str, ...] = DEFAULT_METHODS
     """Registered methods (:mod:`toconv.bench.methods`) in table order."""
     quick: bool = False
+    workers: int | None = None
+    """Processes the independent jobs (instrument seeds, then each run at each size) are spread
+    over (:mod:`toconv.bench.workers`); None: one per available core, at most one per job. Every
+    job is seeded on its own, so the figures do not depend on it."""
     recipe_changes: dict[str, Any] = field(default_factory=dict)
     unshuffle_lr: float = 1e-4
     """Learning rate of the pixel-unshuffle + linear baseline (it starts as the window average)."""

@@ -33,6 +33,7 @@ from toconv.bench.methods import (
     load_checkpoint,
 )
 from toconv.bench.reducers import grid_side, rf_center_indices
+from toconv.bench.workers import Workers, resolve_workers
 from toconv.geometry import ConvGeometry, RFGeometry, resolve_geometry
 from toconv.metrics import (
     ProbeSettings,
@@ -222,71 +223,102 @@ def score_run(method: Method, features: Features, geometry: ConvGeometry, inst: 
     return values, reader.curve
 
 
-def evaluate_size(features: Features, geometry: ConvGeometry, config: BenchConfig,
-                  instruments: list[Instrument], log: Callable[[str], None],
-                  checkpoints: dict[str, TokenCompressor] | None = None) -> dict[str, Any]:
-    """Build and score every method at one geometry over the runs: run k trains seeded methods at
-    seed ``config.seeds[k]``, reads them with ``instruments[k]`` and resamples the val images
-    ``config.bootstrap_draws`` times; every method gets the same runs, so differences are paired.
-    The trained ``checkpoints`` (path → compressor) of that geometry are extra rows."""
-    settings, out = config.probe, geometry.output_grid_size
-    n_val, total, _ = features.val.shape
-    scale = float(features.train.std(dim=(0, 1)).mean())
-    centres = rf_center_indices(RFGeometry.from_conv(geometry))
-    count = min(geometry.num_outputs, (total - len(centres)) // 2)
-    probe_n = settings.probe_train_images
+def fit_instrument(features: Features, settings: ProbeSettings, seed: int,
+                   log: Callable[[str], None] = print) -> Instrument:
+    """:meth:`Instrument.fit`, logged."""
+    started = time.perf_counter()
+    inst = Instrument.fit(features, settings, seed)
+    log(f"  instrument at seed {seed} fitted in {time.perf_counter() - started:.0f} s")
+    return inst
+
+
+def size_ceiling(features: Features, geometry: ConvGeometry, config: BenchConfig,
+                 log: Callable[[str], None] = print) -> dict[str, Tensor]:
+    """Per val image, the information probe's sums on the best linear code of each cell (the cell
+    tokens' top-C PCA, fitted on train): what ``information_ceiling`` divides by."""
+    started = time.perf_counter()
+    probe_n, out = config.probe.probe_train_images, geometry.output_grid_size
     train_codes, val_codes = cell_pca_codes(features.train[:probe_n], features.val, out,
                                             torch.Generator().manual_seed(config.seed))
     grid = cell_assignments(geometry.input_grid_size, out)
-    ceiling = information_per_image(covering_tokens(train_codes, grid), features.train[:probe_n],
-                                    covering_tokens(val_codes, grid), features.val, out)
-    runs: list[dict[str, int]] = []
+    stats = information_per_image(covering_tokens(train_codes, grid), features.train[:probe_n],
+                                  covering_tokens(val_codes, grid), features.val, out)
+    log(f"  information ceiling at {geometry.name} in {time.perf_counter() - started:.0f} s")
+    return stats
+
+
+def evaluate_run(features: Features, geometry: ConvGeometry, config: BenchConfig, k: int,
+                 inst: Instrument, ceiling: dict[str, Tensor],
+                 checkpoints: dict[str, TokenCompressor] | None = None,
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run k at one geometry: the seeded methods built at seed ``config.seeds[k]`` (the trained
+    ``checkpoints`` as extra rows), read with ``inst``, every figure at each of the run's
+    ``config.bootstrap_draws`` resamples of the val images. Returns the run's ``runs`` keys,
+    ``floor`` and ``ceiling`` figures, ``values`` (method → figure → one value per draw) and
+    ``rows`` (method → what the report's row says besides the figures)."""
+    seed, n_val, total = config.seeds[k], features.val.shape[0], features.val.shape[1]
+    scale = float(features.train.std(dim=(0, 1)).mean())
+    centres = rf_center_indices(RFGeometry.from_conv(geometry))
+    count = min(geometry.num_outputs, (total - len(centres)) // 2)
+    draws = bootstrap_images(n_val, config.bootstrap_draws, 1000 * config.seed + k)
+    fsets = FrechetSets.draw(features.val, count, centres, scale, inst.seed)
+    ctx = MethodContext(features.train, geometry, config, log, seed=seed)
+    methods = build_methods(ctx, config.methods)
+    methods += [checkpoint_method(path, c) for path, c in (checkpoints or {}).items()]
     values: dict[str, dict[str, list[float | None]]] = {}
     rows: dict[str, dict[str, Any]] = {}
-    floor: list[float] = []
-    ceiling_runs: list[float] = []
-    for k, (seed, inst) in enumerate(zip(config.seeds, instruments, strict=True)):
-        draws = bootstrap_images(n_val, config.bootstrap_draws, 1000 * config.seed + k)
-        runs += [{"training_seed": seed, "instrument_seed": inst.seed, "bootstrap": b} for b in range(len(draws))]
-        fsets = FrechetSets.draw(features.val, count, centres, scale, inst.seed)
-        floor += [fsets.distance(fsets.floor, images) for images in draws]
-        ceiling_runs += [_information(ceiling, images) for images in draws]
-        ctx = MethodContext(features.train, geometry, config, log, seed=seed)
-        methods = build_methods(ctx, config.methods)
-        methods += [checkpoint_method(path, c) for path, c in (checkpoints or {}).items()]
-        for method in methods:
-            started = time.perf_counter()
-            run_values, curve = score_run(method, features, geometry, inst, fsets, ceiling, draws, config)
-            for key, v in run_values.items():
-                values.setdefault(method.name, {}).setdefault(key, []).extend(v)
-            row = rows.setdefault(method.name, {
-                "tokens": geometry.num_outputs, "learned": method.learned, "params": method.params,
-                "mflops_per_image": method.flops / 1e6, "source": method.source,
-                "cpu_ms_per_image": reducer_ms_per_image(method.compress, features.val[: config.timing_images],
-                                                         config.timing_repeats),
-                "train_seconds": [], "train_last_losses": [], "trained_reader_curves": []})
-            row["train_seconds"].append(method.train_seconds)
-            row["train_last_losses"].append(method.history)
-            row["trained_reader_curves"].append(curve)
-            log(f"  {geometry.name} {method.name} run {k}: "
-                + " ".join(f"{key}={statistics.fmean(v):.3f}" for key, v in run_values.items()
-                           if None not in v and not key.endswith("_ce"))
-                + f" ({time.perf_counter() - started:.0f} s)")
-    methods_out = {name: {**rows[name], **{key: summary(v) for key, v in values[name].items()}}
-                   for name in rows}
-    enough = fsets.enough(settings.frechet_tokens_per_dim)
+    for method in methods:
+        started = time.perf_counter()
+        values[method.name], curve = score_run(method, features, geometry, inst, fsets, ceiling, draws, config)
+        rows[method.name] = {
+            "tokens": geometry.num_outputs, "learned": method.learned, "params": method.params,
+            "mflops_per_image": method.flops / 1e6, "source": method.source,
+            "cpu_ms_per_image": reducer_ms_per_image(method.compress, features.val[: config.timing_images],
+                                                     config.timing_repeats) if k == 0 else None,
+            "train_seconds": method.train_seconds, "train_last_losses": method.history,
+            "trained_reader_curve": curve}
+        log(f"  {geometry.name} {method.name} run {k}: "
+            + " ".join(f"{key}={statistics.fmean(v):.3f}" for key, v in values[method.name].items()
+                       if None not in v and not key.endswith("_ce"))
+            + f" ({time.perf_counter() - started:.0f} s)")
+    return {"runs": [{"training_seed": seed, "instrument_seed": inst.seed, "bootstrap": b}
+                     for b in range(len(draws))],
+            "floor": [fsets.distance(fsets.floor, images) for images in draws],
+            "ceiling": [_information(ceiling, images) for images in draws],
+            "frechet_tokens_per_set": n_val * count, "scale": scale,
+            "frechet_enough_tokens": fsets.enough(config.probe.frechet_tokens_per_dim),
+            "values": values, "rows": rows}
+
+
+def merge_runs(geometry: ConvGeometry, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One size's report block from its :func:`evaluate_run` results, in run order: every method's
+    figures over all runs (paired across methods), its row from run 0 with the per-run training
+    records, and the paired verdicts."""
+    values = {name: {key: [v for part in parts for v in part["values"][name][key]] for key, _ in METRICS}
+              for name in parts[0]["values"]}
+    methods = {}
+    for name in values:
+        first = parts[0]["rows"][name]
+        row = {key: first[key] for key in ("tokens", "learned", "params", "mflops_per_image", "source",
+                                           "cpu_ms_per_image")}
+        row["train_seconds"] = [part["rows"][name]["train_seconds"] for part in parts]
+        row["train_last_losses"] = [part["rows"][name]["train_last_losses"] for part in parts]
+        row["trained_reader_curves"] = [part["rows"][name]["trained_reader_curve"] for part in parts]
+        methods[name] = {**row, **{key: summary(v) for key, v in values[name].items()}}
+    enough = parts[0]["frechet_enough_tokens"]
+    floor = [v for part in parts for v in part["floor"]]
     return {
         "tokens": geometry.num_outputs,
-        "geometry": {"input_grid_size": geometry.input_grid_size, "output_grid_size": out,
+        "geometry": {"input_grid_size": geometry.input_grid_size, "output_grid_size": geometry.output_grid_size,
                      "kernel_size": geometry.kernel_size, "stride": geometry.stride,
                      "padding": geometry.padding},
-        "runs": runs,
-        "frechet_tokens_per_set": n_val * count,
+        "runs": [r for part in parts for r in part["runs"]],
+        "frechet_tokens_per_set": parts[0]["frechet_tokens_per_set"],
         "frechet_enough_tokens": enough,
-        "token_scale": scale,
+        "token_scale": parts[0]["scale"],
         "floor": summary(floor if enough else [None] * len(floor)),
-        "ceiling_information": summary(ceiling_runs),
-        "methods": methods_out,
+        "ceiling_information": summary([v for part in parts for v in part["ceiling"]]),
+        "methods": methods,
         "verdicts": size_verdicts(values),
     }
 
@@ -329,23 +361,29 @@ def run_benchmark(features: Features, config: BenchConfig, encoder_name: str | N
     trained = checkpoints or {}
     sizes = list(config.output_grid_sizes)
     sizes += sorted({c.geometry.output_grid_size for c in trained.values()} - set(sizes), reverse=True)
-    started_readers = time.perf_counter()
-    instruments = [Instrument.fit(features, config.probe, seed) for seed in config.seeds]
-    log(f"instruments fitted at seeds {config.seeds} in {time.perf_counter() - started_readers:.0f} s")
+    geometries = [resolve_geometry(side, out) for out in sizes]
+    jobs = [(g, k) for g in geometries for k in range(config.num_seeds)]  # the largest grids first
+    with Workers(resolve_workers(config.workers, len(jobs)), log) as workers:
+        started_readers = time.perf_counter()
+        instruments = workers.map(fit_instrument, [(features, config.probe, seed) for seed in config.seeds])
+        ceilings = workers.map(size_ceiling, [(features, g, config) for g in geometries])
+        log(f"instruments fitted at seeds {config.seeds} and ceilings at {len(sizes)} sizes in "
+            f"{time.perf_counter() - started_readers:.0f} s ({workers.count} worker processes)")
+        parts = workers.map(evaluate_run, [
+            (features, g, config, k, instruments[k], ceilings[geometries.index(g)],
+             {p: c for p, c in trained.items() if c.geometry == g}) for g, k in jobs])
     report: dict[str, Any] = {
         "config": config.to_dict(),
-        "environment": environment(),
+        "environment": {**environment(), "workers": workers.count, "threads_per_worker": workers.threads},
         "data": {**features.source, "train_images": features.train.shape[0],
                  "val_images": features.val.shape[0], "tokens": num_tokens, "dim": dim,
                  "input_grid_size": side},
         "checkpoints": list(trained),
         "instruments": [inst.describe(features) for inst in instruments],
-        "sizes": {},
+        "sizes": {str(g.output_grid_size): merge_runs(g, [part for (h, _), part in zip(jobs, parts, strict=True)
+                                                            if h == g])
+                  for g in geometries},
     }
-    for out in sizes:
-        geometry = resolve_geometry(side, out)
-        here = {p: c for p, c in trained.items() if c.geometry == geometry}
-        report["sizes"][str(out)] = evaluate_size(features, geometry, config, instruments, log, here)
     if encoder_name and config.encoder_timing_images:
         report["encoder"] = encoder_ms_per_image(encoder_name, config.encoder_timing_images,
                                                  config.timing_repeats)
