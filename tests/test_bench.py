@@ -169,6 +169,7 @@ def test_benchmark_smoke_on_generated_tokens(tmp_path) -> None:
     text = (out / "report.md").read_text()
     assert "| toconv-rf | 144 |" in text and "## 24→6" in text and "Quick run" in text
     assert "**Targets:**" in text and "(worse)" in text
+    assert f"runs in 1 process of {torch.get_num_threads()} thread" in text
     assert {p.name for p in out.glob("*.png")} == {"front.png", "frechet.png"}
 
 

@@ -151,7 +151,10 @@ def markdown(report: dict[str, Any]) -> str:
                  ", ".join(f"{r['compressor']} {r['images_per_s']:.0f} img/s" for r in gpu["rows"])
                  + f" on {gpu['device']}")]
     lines += ["", f"Environment: Python {env['python']}, {env['platform']}, {env['cpu_count']} CPUs, "
-              f"torch threads {env['torch_threads']}, versions {env['versions']}. "
+              f"torch threads {env['torch_threads']}, runs in {env['workers']} "
+              f"process{'es' * (env['workers'] > 1)} of {env['threads_per_worker']} "
+              f"thread{'s' * (env['threads_per_worker'] > 1)}, "
+              f"versions {env['versions']}. "
               f"Total {report['total_seconds'] / 60:.1f} min.", "",
               "Notes: **information** rebuilds every original token from the compressed token that "
               "covers it (its grid cell's token; for ToMe and slots the token it was merged into) "
