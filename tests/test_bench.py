@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -22,6 +24,7 @@ from toconv.bench.runner import (
     run_benchmark,
     summary,
 )
+from toconv.bench.workers import Workers
 from toconv.geometry import RFGeometry, resolve_geometry
 from toconv.metrics import ProbeSettings, frechet_distance
 from toconv.models import TokenCompressor
@@ -241,3 +244,21 @@ def test_pin_sweep_rows_run_from_the_pca_start_to_average_pooling(output: int) -
     for name in ("toconv-pin-384", "toconv-pin-16"):  # min(p, C=16) pins every direction
         torch.testing.assert_close(build_method(name, ctx).compress(features.val), pooled, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(build_method("toconv-pin-0", ctx).compress(features.val), pooled, atol=1e-2)
+
+
+def _double(x: int, log: Callable[[str], None]) -> int:
+    log(f"doubling {x}")
+    return 2 * x
+
+
+def _exit_process(code: int, log: Callable[[str], None]) -> None:
+    os._exit(code)  # what the kernel's OOM killer leaves behind: no exception, no result
+
+
+def test_a_worker_process_that_dies_is_named_with_what_to_do() -> None:
+    lines: list[str] = []
+    with Workers(2, log=lines.append, threads=1) as workers:
+        assert workers.map(_double, [(1,), (2,), (3,)]) == [2, 4, 6]
+        with pytest.raises(RuntimeError, match=r"worker process died while running _exit_process.*--workers 1"):
+            workers.map(_exit_process, [(1,), (1,)])
+    assert sorted(lines) == ["doubling 1", "doubling 2", "doubling 3"]

@@ -12,6 +12,7 @@ import os
 import queue
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 import torch
@@ -78,7 +79,13 @@ class Workers:
         while not all(f.done() for f in futures):
             self._forward(timeout=0.5)
         self._forward()
-        return [f.result() for f in futures]
+        try:
+            return [f.result() for f in futures]
+        except BrokenProcessPool as error:
+            raise RuntimeError(
+                f"a worker process died while running {fn.__name__} ({self.count} workers, "
+                f"{self.threads} torch threads each); the usual cause is memory: run with fewer "
+                "workers (--workers 1 keeps everything in one process)") from error
 
     def _forward(self, timeout: float | None = None) -> None:
         """Pass the workers' queued log lines to ``log`` (waiting up to ``timeout`` for the first)."""
