@@ -11,7 +11,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from toconv.bench.config import DEFAULT_METHODS, quick_config
+from toconv.bench.__main__ import main as bench_main
+from toconv.bench.config import DEFAULT_METHODS, BenchConfig, quick_config
 from toconv.bench.data import synthetic_features
 from toconv.bench.methods import MethodContext, build_method, moment_preserving_rotation
 from toconv.bench.reducers import antialiased_resize, average_pool, rf_center_indices, tome_merge
@@ -262,3 +263,11 @@ def test_a_worker_process_that_dies_is_named_with_what_to_do() -> None:
         with pytest.raises(RuntimeError, match=r"worker process died while running _exit_process.*--workers 1"):
             workers.map(_exit_process, [(1,), (1,)])
     assert sorted(lines) == ["doubling 1", "doubling 2", "doubling 3"]
+
+
+def test_zero_workers_is_a_usage_error_before_any_data_is_read(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"workers: expected at least 1 worker process, got 0"):
+        BenchConfig(workers=0)
+    missing = tmp_path / "no-cache"  # never read: the settings are checked first
+    with pytest.raises(SystemExit, match=r"python -m toconv.bench: error: workers: expected at least 1"):
+        bench_main(["--cache", str(missing), "--workers", "0"])

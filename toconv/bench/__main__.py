@@ -56,9 +56,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                  **({"methods": tuple(args.methods)} if args.methods else {}),
                  **({"num_seeds": args.seeds} if args.seeds else {}),
                  **({"workers": args.workers} if args.workers is not None else {})}
-    config = quick_config(**overrides) if args.quick else full_config(**overrides)
     encoder = None if args.synthetic else args.encoder
     try:
+        config = quick_config(**overrides) if args.quick else full_config(**overrides)
         if args.synthetic:
             features = synthetic_features(640, 160, seed=args.seed)
         elif args.cache:

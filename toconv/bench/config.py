@@ -55,6 +55,10 @@ class BenchConfig:
     llm_repeats: int = 3
     gpu_batch_size: int = 64
 
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers: expected at least 1 worker process, got {self.workers}")
+
     @property
     def seeds(self) -> list[int]:
         return [self.seed + i for i in range(self.num_seeds)]

@@ -30,9 +30,8 @@ def available_cores() -> int:
 
 
 def resolve_workers(requested: int | None, num_jobs: int) -> int:
-    """``requested`` worker processes (None: one per available core, at most one per job)."""
-    if requested is not None and requested < 1:
-        raise ValueError(f"expected at least 1 worker, got {requested}")
+    """``requested`` worker processes (≥ 1, checked by :class:`~toconv.bench.config.BenchConfig`;
+    None: one per available core), at most one per job."""
     return max(1, min(available_cores() if requested is None else requested, num_jobs))
 
 
