@@ -17,6 +17,8 @@ from toconv.metrics import (
     cell_pca_codes,
     cell_tokens,
     covered_histograms,
+    decode_cells,
+    fit_slot_maps,
     information_per_image,
     token_positions,
 )
@@ -145,3 +147,54 @@ def test_trained_reader_reads_grids_but_not_a_shuffle() -> None:
     assert accuracy(*pooled) > 0.9
     shuffled = [z[torch.arange(len(z))[:, None], torch.rand(z.shape[:2], generator=gen).argsort(1)] for z in pooled]
     assert accuracy(*shuffled) < 0.7
+
+
+def test_slot_maps_rebuild_the_originals_in_their_order() -> None:
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(60, 16, 5, generator=gen)  # a 4×4 code of an 8×8 grid, each slot an affine map of it
+    slot = torch.randn(4, 5, 5, generator=gen)
+    x = rearrange(torch.einsum("nmc,sdc->nmsd", z, slot) + 2.0, "n (i j) (p q) c -> n (i p j q) c", i=4, p=2)
+    grid = cell_assignments(8, 4)
+    maps = fit_slot_maps(covering_tokens(z[:40], grid), x[:40], 4, ridge=1e-9)
+    assert maps.shape == (4, 6, 5)
+    decoded = decode_cells(covering_tokens(z[40:], grid), maps, 4)
+    assert decoded.shape == x[40:].shape and decoded.dtype == torch.float32
+    torch.testing.assert_close(decoded, x[40:], atol=1e-3, rtol=1e-3)
+    # pooled tokens decode every slot of a cell to the same token
+    pooled = cell_tokens(x, 4).mean(2)
+    flat = decode_cells(covering_tokens(pooled[40:], grid), fit_slot_maps(covering_tokens(pooled[:40], grid),
+                                                                           x[:40], 4), 4)
+    assert not torch.allclose(flat, x[40:], atol=0.1)
+
+
+def per_token_grids(n: int, gen: torch.Generator, classes: int = 3, dim: int = 8) -> torch.Tensor:
+    """(n, 64, dim) 8×8 grids whose every token is near one of ``classes`` centres, drawn per token:
+    a token's label is read from that token alone."""
+    centres = 10 * torch.eye(classes, dim)
+    return centres[torch.randint(classes, (n, 64), generator=gen)] + 0.3 * torch.randn(n, 64, dim, generator=gen)
+
+
+def test_score_tokens_reads_each_token_against_its_own_label() -> None:
+    gen = torch.Generator().manual_seed(0)
+    train, val = per_token_grids(40, gen), per_token_grids(10, gen)
+    labels = PseudoLabels(train, SMALL, gen)
+    reader = TokenReader(train, labels, 200, 3e-2, 512, seed=0, hidden=16)
+    own = reader.score_tokens(val, labels(val))
+    assert own["count"].tolist() == [64.0] * 10
+    assert float(own["correct"].sum() / own["count"].sum()) == pytest.approx(reader.token_accuracy(val))
+    assert float(own["correct"].sum()) == 640.0
+    shifted = reader.score_tokens(val, labels(val).roll(1, dims=1))
+    assert float(shifted["correct"].sum()) < 400 and float(shifted["cross_entropy"].sum()) > float(own["cross_entropy"].sum())
+
+
+@pytest.mark.parametrize("locality", [False, True])
+def test_only_a_trained_reader_with_locality_reads_every_token_of_a_full_grid(locality: bool) -> None:
+    """Labels drawn per token: the plain reader stays near chance (1/3), locality reads them all."""
+    gen = torch.Generator().manual_seed(0)
+    train, val = per_token_grids(120, gen), per_token_grids(20, gen)
+    labels = PseudoLabels(train, SMALL, gen)
+    reader = TrainedReader(train, labels(train), labels, replace(SMALL, trained_locality=locality), seed=0)
+    assert (reader.model.log_locality is not None) == locality
+    scores = reader.score(val, labels(val))
+    accuracy = float(scores["correct"].sum() / scores["count"].sum())
+    assert accuracy > 0.9 if locality else accuracy < 0.7

@@ -2,7 +2,12 @@
 
 from toconv.metrics.distribution import frechet_distance
 from toconv.metrics.grid import cell_assignments, cell_geometry, cell_tokens
-from toconv.metrics.information import cell_pca_codes, information_per_image
+from toconv.metrics.information import (
+    cell_pca_codes,
+    decode_cells,
+    fit_slot_maps,
+    information_per_image,
+)
 from toconv.metrics.readers import (
     PseudoLabels,
     QueryReader,
@@ -27,6 +32,8 @@ __all__ = [
     "cell_pca_codes",
     "cell_tokens",
     "covered_histograms",
+    "decode_cells",
+    "fit_slot_maps",
     "frechet_distance",
     "information_per_image",
     "rf_cosines",

@@ -27,11 +27,45 @@ def covering_tokens(z: Tensor, assignments: Tensor) -> Tensor:
     return z.gather(1, repeat(a, "n t -> n t c", c=z.shape[-1]))
 
 
+def _design(z: Tensor, output_grid_size: int) -> Tensor:
+    """(b, N, C) covering tokens → (s², b·M, C+1): per cell slot, every cell's token and a 1."""
+    z = rearrange(cell_tokens(z.double(), output_grid_size), "b m s c -> s (b m) c")
+    return torch.cat([z, z.new_ones(*z.shape[:-1], 1)], dim=-1)
+
+
+def _targets(x: Tensor, output_grid_size: int) -> Tensor:
+    return rearrange(cell_tokens(x.double(), output_grid_size), "b m s c -> s (b m) c")
+
+
+def fit_slot_maps(train_cover: Tensor, train_x: Tensor, output_grid_size: int, ridge: float = 1e-3,
+                  chunk: int = 64) -> Tensor:
+    """One closed-form ridge map ``[z, 1] → x`` per slot of the grid cell, fitted on (n, N, C)
+    covering tokens and originals: (s², C+1, C) float64."""
+    gram = cross = 0.0
+    for part in chunks(train_cover.shape[0], chunk):
+        z = _design(train_cover[part], output_grid_size)
+        gram = gram + einsum(z, z, "s t i, s t j -> s i j")
+        cross = cross + einsum(z, _targets(train_x[part], output_grid_size), "s t i, s t c -> s i c")
+    eye = torch.eye(gram.shape[-1], dtype=torch.float64)
+    penalty = ridge * torch.diagonal(gram, dim1=-2, dim2=-1).mean(-1)[:, None, None]
+    return _spd_solve(gram + penalty * eye, cross)
+
+
+def decode_cells(cover: Tensor, maps: Tensor, output_grid_size: int) -> Tensor:
+    """(n, N, C) covering tokens → (n, N, C) float32 originals rebuilt by :func:`fit_slot_maps`'
+    ``maps``, in the originals' row-major order."""
+    side = round(cover.shape[1] ** 0.5) // output_grid_size
+    pred = einsum(_design(cover, output_grid_size), maps, "s t i, s i c -> s t c")
+    return rearrange(pred.float(), "(p q) (b i j) c -> b (i p j q) c", p=side, q=side,
+                     i=output_grid_size, j=output_grid_size)
+
+
 def information_per_image(train_cover: Tensor, train_x: Tensor, val_cover: Tensor, val_x: Tensor,
                           output_grid_size: int, ridge: float = 1e-3, chunk: int = 64) -> dict[str, Tensor]:
     """The information probe: every original token rebuilt from the compressed token that covers it
     (:func:`covering_tokens`), one closed-form ridge map ``[z, 1] → x`` per slot of the grid
-    cell (the average-pooling window, ``output_grid_size`` per side), fitted on the train split.
+    cell (the average-pooling window, ``output_grid_size`` per side), fitted on the train split
+    (:func:`fit_slot_maps`).
 
     For a grid method the covering token of a cell's originals is the cell's own token; for a
     method without a grid (ToMe, slots) it is the token the original was merged into. Every method
@@ -47,29 +81,13 @@ def information_per_image(train_cover: Tensor, train_x: Tensor, val_cover: Tenso
         if z.shape != x.shape:
             raise ValueError(f"expected {name} covering tokens shaped like the originals "
                              f"(n, N, C), got {tuple(z.shape)} and {tuple(x.shape)}")
-
-    def design(z: Tensor) -> Tensor:  # (b, N, C) → (s², b·M, C+1)
-        z = rearrange(cell_tokens(z.double(), output_grid_size), "b m s c -> s (b m) c")
-        return torch.cat([z, z.new_ones(*z.shape[:-1], 1)], dim=-1)
-
-    def targets(x: Tensor) -> Tensor:
-        return rearrange(cell_tokens(x.double(), output_grid_size), "b m s c -> s (b m) c")
-
-    gram = cross = 0.0
-    for part in chunks(train_cover.shape[0], chunk):
-        z = design(train_cover[part])
-        gram = gram + einsum(z, z, "s t i, s t j -> s i j")
-        cross = cross + einsum(z, targets(train_x[part]), "s t i, s t c -> s i c")
-    eye = torch.eye(gram.shape[-1], dtype=torch.float64)
-    penalty = ridge * torch.diagonal(gram, dim1=-2, dim2=-1).mean(-1)[:, None, None]
-    weight = _spd_solve(gram + penalty * eye, cross)  # (s², C+1, C)
-
+    weight = fit_slot_maps(train_cover, train_x, output_grid_size, ridge, chunk)
     val_mean = val_x.mean(dim=(0, 1)).double()
     sse, sst = [], []
     for part in chunks(val_cover.shape[0], chunk):
         b = val_cover[part].shape[0]
-        pred = einsum(design(val_cover[part]), weight, "s t i, s i c -> s t c")
-        target = targets(val_x[part])
+        pred = einsum(_design(val_cover[part], output_grid_size), weight, "s t i, s i c -> s t c")
+        target = _targets(val_x[part], output_grid_size)
         sse.append(reduce_images((pred - target).pow(2), b))
         sst.append(reduce_images((target - val_mean).pow(2), b))
     return {"sse": torch.cat(sse).cpu(), "sst": torch.cat(sst).cpu()}

@@ -133,6 +133,19 @@ class TokenReader:
         return {key: torch.cat(v).double().cpu() for key, v in out.items()}
 
     @torch.no_grad()
+    def score_tokens(self, x: Tensor, x_labels: Tensor) -> dict[str, Tensor]:
+        """Read (n, N, C) tokens one by one against (n, N) labels of their own positions (tokens
+        rebuilt from a compressed grid, say): per image (n,) float64 ``correct``, ``cross_entropy``
+        (summed) and ``count``."""
+        out = {key: [] for key in ("correct", "cross_entropy", "count")}
+        for part in chunks(x.shape[0], 64):
+            log_p, target = self.log_probs(x[part]), x_labels[part]
+            out["correct"].append((log_p.argmax(-1) == target).sum(1))
+            out["cross_entropy"].append(-log_p.gather(-1, target[..., None]).sum((1, 2)))
+            out["count"].append(torch.full((target.shape[0],), target.shape[1]))
+        return {key: torch.cat(v).double().cpu() for key, v in out.items()}
+
+    @torch.no_grad()
     def token_accuracy(self, x: Tensor) -> float:
         """Share of real (n, T, C) tokens whose own label the reader predicts (its ceiling)."""
         return float((self.log_probs(x).argmax(-1) == self.labels(x)).float().mean())
@@ -170,16 +183,20 @@ class QueryReader(nn.Module):
     """Reads a token set at its positions and answers a label at any query position.
 
     An MLP projector (LLaVA's shape) and a 2D position embedding, a transformer encoder over the
-    tokens, then one cross-attention block from each query position.
+    tokens, then one cross-attention block from each query position. With ``locality`` each head
+    of that block adds ``-exp(s_h)·d²`` to its logits, d the distance from the query to a token in
+    input-token units and s_h learned (initial scales 3.2 down to 0.03 per squared unit, sharp to
+    broad): a query can lean on the tokens at and around its own position.
     Shapes: tokens (B, T, C), positions (T, 2), queries (Q, 2) → logits (B, Q, K).
     """
 
     def __init__(self, dim: int, num_classes: int, width: int = 128, num_layers: int = 2,
-                 num_heads: int = 4) -> None:
+                 num_heads: int = 4, locality: bool = False) -> None:
         super().__init__()
         if width % 4 or width % num_heads:
             raise ValueError(f"width={width} must be divisible by 4 and num_heads={num_heads}")
-        self.width = width
+        self.width, self.num_heads = width, num_heads
+        self.log_locality = nn.Parameter(torch.linspace(1.15, -3.45, num_heads)) if locality else None
         self.projector = nn.Sequential(nn.Linear(dim, width), nn.GELU(), nn.Linear(width, width))
         layer = nn.TransformerEncoderLayer(width, num_heads, 2 * width, 0.0, activation="gelu",
                                            batch_first=True, norm_first=True)
@@ -193,7 +210,12 @@ class QueryReader(nn.Module):
         h = self.projector(tokens) + sincos_2d(positions, self.width)
         memory = self.norm(self.encoder(h))
         q = repeat(self.query(sincos_2d(queries, self.width)), "q d -> b q d", b=tokens.shape[0])
-        attended, _ = self.cross(q, memory, memory, need_weights=False)
+        bias = None
+        if self.log_locality is not None:
+            distance = torch.cdist(queries.float(), positions.float()).pow(2)  # (Q, T)
+            bias = repeat(-self.log_locality.exp()[:, None, None] * distance, "h q t -> (b h) q t",
+                          b=tokens.shape[0])
+        attended, _ = self.cross(q, memory, memory, attn_mask=bias, need_weights=False)
         return self.head(q + attended)
 
 
@@ -216,7 +238,7 @@ class TrainedReader:
         self.labels, self.queries = labels, grid_positions(side)
         self.positions = token_positions(m, side)
         self.model = QueryReader(dim, labels.num_classes, settings.trained_width,
-                                 settings.trained_layers, settings.trained_heads)
+                                 settings.trained_layers, settings.trained_heads, settings.trained_locality)
         opt = torch.optim.Adam(self.model.parameters(), settings.trained_lr)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, settings.trained_lr, total_steps=settings.trained_steps,
                                                     pct_start=0.1)

@@ -33,6 +33,8 @@ class ProbeSettings:
     trained_queries: int = 144
     """Original positions each training image is asked about per step (all N at scoring)."""
     trained_lr: float = 3e-3
+    trained_locality: bool = False
+    """Whether the trained reader's queries get a learned distance bias (``QueryReader(locality=)``)."""
     frechet_tokens_per_dim: int = 10
     """Fréchet needs at least this many tokens per dimension in each set, else it is not reported."""
 

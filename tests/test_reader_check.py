@@ -1,0 +1,46 @@
+"""benchmarks/reader_check.py: the readings it takes and the table it prints, on generated tokens."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from toconv.bench.data import synthetic_features
+from toconv.bench.runner import Instrument, bootstrap_images
+from toconv.metrics import ProbeSettings
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reader_check.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("reader_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readings_of_every_method_and_the_full_grid() -> None:
+    check = load_script()
+    features = synthetic_features(24, 8, grid_size=24, dim=16)
+    settings = replace(ProbeSettings(), reader_clusters=8, reader_steps=20, mlp_steps=20, reader_kmeans_iters=5,
+                       trained_width=16, trained_heads=2, trained_layers=1, trained_steps=20)
+    inst = Instrument.fit(features, settings, 0)
+    part = check.read_size(features, 6, inst, ["avg-pool", "blend-pool", "toconv-init"], settings, log=lambda _: None)
+    identity = check.read_identity(features, inst, settings, log=lambda _: None)
+    for readings in (*part.values(), identity):
+        assert list(readings) == list(check.READINGS)
+        assert all(stats["count"].tolist() == [576.0] * 8 for stats in readings.values())
+    # at token width 16 the default start pins every direction: it is the blend, read alike
+    for reading in check.READINGS:
+        assert part["toconv-init"][reading]["correct"].tolist() == pytest.approx(
+            part["blend-pool"][reading]["correct"].tolist())
+    # the frozen reader on the real tokens themselves: its own token accuracy
+    assert float(identity["decoded"]["correct"].sum() / 4608) == pytest.approx(inst.mlp.token_accuracy(features.val))
+    lines = check.table({6: [part]}, bootstrap_images(8, 3, 0), [identity])
+    assert lines[0] == "| size | method | trained | trained+locality | decoded |"
+    assert lines[2].startswith("| 24→24 | identity (576 tokens) | ")
+    assert lines[3].startswith("| 24→6 | avg-pool | ") and "noise" not in lines[3]
+    assert lines[5].startswith("| 24→6 | toconv-init | ") and lines[5].count("within noise") == 3
