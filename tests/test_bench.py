@@ -271,3 +271,10 @@ def test_zero_workers_is_a_usage_error_before_any_data_is_read(tmp_path) -> None
     missing = tmp_path / "no-cache"  # never read: the settings are checked first
     with pytest.raises(SystemExit, match=r"python -m toconv.bench: error: workers: expected at least 1"):
         bench_main(["--cache", str(missing), "--workers", "0"])
+
+
+def test_zero_seeds_is_a_usage_error_not_the_default(tmp_path) -> None:
+    with pytest.raises(ValueError, match="bootstrap_draws: expected at least 1 draw, got 0"):
+        BenchConfig(bootstrap_draws=0)
+    with pytest.raises(SystemExit, match="python -m toconv.bench: error: num_seeds: expected at least 1 seed, got 0"):
+        bench_main(["--cache", str(tmp_path / "no-cache"), "--seeds", "0"])

@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     overrides = {"seed": args.seed,
                  **({"output_grid_sizes": tuple(args.output_grid_sizes)} if args.output_grid_sizes else {}),
                  **({"methods": tuple(args.methods)} if args.methods else {}),
-                 **({"num_seeds": args.seeds} if args.seeds else {}),
+                 **({"num_seeds": args.seeds} if args.seeds is not None else {}),
                  **({"workers": args.workers} if args.workers is not None else {})}
     encoder = None if args.synthetic else args.encoder
     try:

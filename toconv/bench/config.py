@@ -58,6 +58,10 @@ class BenchConfig:
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers: expected at least 1 worker process, got {self.workers}")
+        if self.num_seeds < 1:
+            raise ValueError(f"num_seeds: expected at least 1 seed, got {self.num_seeds}")
+        if self.bootstrap_draws < 1:
+            raise ValueError(f"bootstrap_draws: expected at least 1 draw, got {self.bootstrap_draws}")
 
     @property
     def seeds(self) -> list[int]:
