@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -12,18 +10,9 @@ from toconv.bench.data import synthetic_features
 from toconv.bench.runner import Instrument, bootstrap_images
 from toconv.metrics import ProbeSettings
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reader_check.py"
 
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("reader_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_readings_of_every_method_and_the_full_grid() -> None:
-    check = load_script()
+def test_readings_of_every_method_and_the_full_grid(repo_script) -> None:
+    check = repo_script("benchmarks/reader_check.py")
     features = synthetic_features(24, 8, grid_size=24, dim=16)
     settings = replace(ProbeSettings(), reader_clusters=8, reader_steps=20, mlp_steps=20, reader_kmeans_iters=5,
                        trained_width=16, trained_heads=2, trained_layers=1, trained_steps=20)

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from toconv.bench.data import synthetic_features
 from toconv.metrics import ProbeSettings
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "select_start.py"
 
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("select_start", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_rows_read_every_start_and_a_fully_pinned_start_reads_as_its_token() -> None:
-    select = load_script()
+def test_rows_read_every_start_and_a_fully_pinned_start_reads_as_its_token(repo_script) -> None:
+    select = repo_script("benchmarks/select_start.py")
     train = synthetic_features(30, 1, grid_size=24, dim=16).train
     settings = replace(ProbeSettings(), reader_clusters=8, reader_steps=20, mlp_steps=20, reader_kmeans_iters=5)
     rows = select.select_rows(train, 24, [0, 1], [8], [64], settings)
