@@ -32,4 +32,5 @@ def test_readings_of_every_method_and_the_full_grid(repo_script) -> None:
     assert lines[0] == "| size | method | trained | trained+locality | decoded |"
     assert lines[2].startswith("| 24→24 | identity (576 tokens) | ")
     assert lines[3].startswith("| 24→6 | avg-pool | ") and "noise" not in lines[3]
-    assert lines[5].startswith("| 24→6 | toconv-init | ") and lines[5].count("within noise") == 3
+    assert lines[5].startswith("| 24→6 | toconv-init | ")
+    assert sum(lines[5].count(f" {word})") for word in ("better", "worse", "within noise")) == 3  # one per reading
