@@ -25,13 +25,13 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from torch import Tensor
 
 from toconv.bench.config import full_config
 from toconv.bench.data import Features, load_cache
-from toconv.bench.methods import MethodContext, build_methods
+from toconv.bench.methods import MethodContext, build_methods, list_methods
+from toconv.bench.reducers import grid_side
 from toconv.bench.runner import (
     Instrument,
     bootstrap_images,
@@ -41,7 +41,7 @@ from toconv.bench.runner import (
 )
 from toconv.bench.workers import Workers, resolve_workers
 from toconv.geometry import resolve_geometry
-from toconv.metrics import ProbeSettings, TrainedReader, decode_cells, fit_slot_maps
+from toconv.metrics import ProbeSettings, TrainedReader, cell_geometry, decode_cells, fit_slot_maps
 from toconv.metrics.information import covering_tokens
 
 READINGS = ("trained", "trained+locality", "decoded")
@@ -61,7 +61,7 @@ def trained_readings(train_z: Tensor, val_z: Tensor, inst: Instrument, settings:
 def read_size(features: Features, size: int, inst: Instrument, methods: list[str],
               settings: ProbeSettings, log: Callable[[str], None] = print) -> dict[str, dict[str, Stats]]:
     """Every method at one output size, built and read at the instrument's seed."""
-    geometry = resolve_geometry(round(features.train.shape[1] ** 0.5), size)
+    geometry = resolve_geometry(grid_side(features.train.shape[1]), size)
     ctx = MethodContext(features.train, geometry, full_config(), log, seed=inst.seed)
     out = {}
     for method in build_methods(ctx, methods):
@@ -122,8 +122,17 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=10, help="bootstrap draws of the val images per seed")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     args = parser.parse_args()
-    features, settings = load_cache(args.cache), ProbeSettings()
-    jobs: list[tuple[Any, ...]] = [(size, seed) for size in args.sizes for seed in args.seeds]
+    unknown = sorted(set(args.methods) - set(list_methods()))
+    if unknown:
+        parser.error(f"unknown methods {unknown}; registered: {', '.join(list_methods())}")
+    try:  # a cache or size the run cannot take: one line, before any worker starts
+        features = load_cache(args.cache)
+        for size in args.sizes:  # the decoded reading needs whole grid cells
+            cell_geometry(grid_side(features.train.shape[1]), size)
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
+    settings = ProbeSettings()
+    jobs = [(size, seed) for size in args.sizes for seed in args.seeds]
     with Workers(resolve_workers(args.workers, len(jobs) + len(args.seeds)), print) as workers:
         instruments = dict(zip(args.seeds, workers.map(fit_instrument, [(features, settings, s) for s in args.seeds]),
                                strict=True))

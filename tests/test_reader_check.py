@@ -34,3 +34,18 @@ def test_readings_of_every_method_and_the_full_grid(repo_script) -> None:
     assert lines[3].startswith("| 24→6 | avg-pool | ") and "noise" not in lines[3]
     assert lines[5].startswith("| 24→6 | toconv-init | ")
     assert sum(lines[5].count(f" {word})") for word in ("better", "worse", "within noise")) == 3  # one per reading
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--methods", "no-such-method"], "unknown methods ['no-such-method']"),
+    (["--sizes", "5"], "grid cells need an output side that divides the input side, got 24 -> 5"),
+])
+def test_bad_input_is_a_usage_error_before_any_worker_starts(repo_script, tmp_path, monkeypatch, capsys,
+                                                             args: list[str], message: str) -> None:
+    check = repo_script("benchmarks/reader_check.py")
+    features = synthetic_features(4, 2, grid_size=24, dim=8)
+    monkeypatch.setattr(check, "load_cache", lambda _: features)
+    monkeypatch.setattr("sys.argv", ["reader_check.py", "--cache", str(tmp_path), *args])
+    with pytest.raises(SystemExit):
+        check.main()
+    assert message in capsys.readouterr().err

@@ -51,13 +51,17 @@ def fit_slot_maps(train_cover: Tensor, train_x: Tensor, output_grid_size: int, r
     return _spd_solve(gram + penalty * eye, cross)
 
 
+def _predict(cover: Tensor, maps: Tensor, output_grid_size: int) -> Tensor:
+    """(b, N, C) covering tokens → (s², b·M, C) float64 originals rebuilt by ``maps``, cell-slot major."""
+    return einsum(_design(cover, output_grid_size), maps, "s t i, s i c -> s t c")
+
+
 def decode_cells(cover: Tensor, maps: Tensor, output_grid_size: int) -> Tensor:
     """(n, N, C) covering tokens → (n, N, C) float32 originals rebuilt by :func:`fit_slot_maps`'
     ``maps``, in the originals' row-major order."""
     side = round(cover.shape[1] ** 0.5) // output_grid_size
-    pred = einsum(_design(cover, output_grid_size), maps, "s t i, s i c -> s t c")
-    return rearrange(pred.float(), "(p q) (b i j) c -> b (i p j q) c", p=side, q=side,
-                     i=output_grid_size, j=output_grid_size)
+    return rearrange(_predict(cover, maps, output_grid_size).float(), "(p q) (b i j) c -> b (i p j q) c",
+                     p=side, q=side, i=output_grid_size, j=output_grid_size)
 
 
 def information_per_image(train_cover: Tensor, train_x: Tensor, val_cover: Tensor, val_x: Tensor,
@@ -86,7 +90,7 @@ def information_per_image(train_cover: Tensor, train_x: Tensor, val_cover: Tenso
     sse, sst = [], []
     for part in chunks(val_cover.shape[0], chunk):
         b = val_cover[part].shape[0]
-        pred = einsum(_design(val_cover[part], output_grid_size), weight, "s t i, s i c -> s t c")
+        pred = _predict(val_cover[part], weight, output_grid_size)
         target = _targets(val_x[part], output_grid_size)
         sse.append(reduce_images((pred - target).pow(2), b))
         sst.append(reduce_images((target - val_mean).pow(2), b))

@@ -195,7 +195,7 @@ class QueryReader(nn.Module):
         super().__init__()
         if width % 4 or width % num_heads:
             raise ValueError(f"width={width} must be divisible by 4 and num_heads={num_heads}")
-        self.width, self.num_heads = width, num_heads
+        self.width = width
         self.log_locality = nn.Parameter(torch.linspace(1.15, -3.45, num_heads)) if locality else None
         self.projector = nn.Sequential(nn.Linear(dim, width), nn.GELU(), nn.Linear(width, width))
         layer = nn.TransformerEncoderLayer(width, num_heads, 2 * width, 0.0, activation="gelu",
