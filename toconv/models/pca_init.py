@@ -113,7 +113,8 @@ def _pinned_weight(centred: Tensor, pooled: Tensor, cov_x: Tensor, cell: Tensor,
     kept = centred @ pool_top.T  # (n, p)
     explained = torch.linalg.lstsq(kept, centred).solution  # (p, k²C)
     directions, std = _top_components(centred - kept @ explained, c - pinned, generator)
-    residual_code = (directions.T - (directions.T @ pool_top.T) @ explained) / std[:, None]  # (C − p, k²C)
+    # the code of e(r) = r − explainedᵀ·pool_top·r, as one map of the RF: (C − p, k²C)
+    residual_code = (directions.T - (directions.T @ explained.T) @ pool_top) / std[:, None]
     rotation = _procrustes(pooled @ rest / rest_var.sqrt(), centred @ residual_code.T)
     return top @ pool_top + rest @ torch.diag(rest_var.sqrt()) @ rotation @ residual_code, top
 
