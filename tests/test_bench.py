@@ -10,12 +10,19 @@ from dataclasses import replace
 
 import pytest
 import torch
+from einops import rearrange
 
 from toconv.bench.__main__ import main as bench_main
 from toconv.bench.config import DEFAULT_METHODS, BenchConfig, quick_config
 from toconv.bench.data import synthetic_features
 from toconv.bench.methods import MethodContext, build_method, moment_preserving_rotation
-from toconv.bench.reducers import antialiased_resize, average_pool, rf_center_indices, tome_merge
+from toconv.bench.reducers import (
+    antialiased_resize,
+    average_pool,
+    mode_pool,
+    rf_center_indices,
+    tome_merge,
+)
 from toconv.bench.report import write_report
 from toconv.bench.runner import (
     FrechetSets,
@@ -54,6 +61,26 @@ def test_blend_pool_averages_the_centre_token_and_the_cell_mean(output: int) -> 
     blend = build_method("blend-pool", ctx).compress(x)
     torch.testing.assert_close(blend, (centre + average_pool(x, output)) / 2)
     assert not torch.allclose(blend, average_pool(x, output), atol=1e-2)
+
+
+@pytest.mark.parametrize("output", [12, 8, 6])
+def test_mode_pool_keeps_the_cells_dominant_content_not_its_mean(output: int) -> None:
+    """Cells of two contents, one on most of the cell's tokens: the mode is (near) that content,
+    the mean lies between; a flat temperature gives the mean back."""
+    gen = torch.Generator().manual_seed(0)
+    side = 24 // output
+    a, b = torch.randn(2, 1, 1, 16, generator=gen).unbind(0)
+    minority = torch.zeros(side * side, dtype=torch.bool)
+    minority[: side * side // 3] = True  # a third of every cell holds the other content
+    cells = torch.where(minority[None, None, :, None], b, a) + 0.05 * torch.randn(1, output**2, side**2, 16,
+                                                                                   generator=gen)
+    x = rearrange(cells, "b (i j) (p q) c -> b (i p j q) c", i=output, p=side)
+    mode = build_method("mode-pool", MethodContext(x, resolve_geometry(24, output), quick_config(),
+                                                   lambda _: None)).compress(x)
+    assert float((mode - a[0]).norm(dim=-1).max()) < 0.1 * float(a.norm())
+    mean = average_pool(x, output)
+    assert float((mean - a[0]).norm(dim=-1).min()) > 0.2 * float((a - b).norm())
+    torch.testing.assert_close(mode_pool(x, output, temperature=1e6), mean, atol=1e-5, rtol=1e-4)
 
 
 def test_antialiased_resize_is_not_a_copy_of_pooling_or_of_one_token() -> None:

@@ -21,6 +21,7 @@ from toconv.bench.config import BenchConfig
 from toconv.bench.reducers import (
     antialiased_resize,
     average_pool,
+    mode_pool,
     rf_center_indices,
     tome_flops,
     tome_merge,
@@ -216,6 +217,16 @@ def _blend_pool(ctx: MethodContext) -> Method:
     weights, rf = pinned_token_weights(ctx.geometry, "blend"), ctx.rf
     return Method("blend-pool", lambda x: weighted_window(x, rf, weights),
                   flops=2 * int((weights > 0).sum()) * ctx.geometry.num_outputs * ctx.dim)
+
+
+@register_method("mode-pool")
+def _mode_pool(ctx: MethodContext) -> Method:
+    """Each cell's dominant content (:func:`mode_pool`): a reference for readers scored against
+    the cell's majority label, which favour a mode over a mean by design."""
+    g, steps = ctx.geometry, 3
+    cell = (g.input_grid_size // g.output_grid_size) ** 2
+    return Method("mode-pool", lambda x: mode_pool(x, g.output_grid_size, steps=steps),
+                  flops=steps * 4 * cell * g.num_outputs * ctx.dim)
 
 
 # ----------------------------------------------------------------------------- learned

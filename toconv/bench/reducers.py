@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from toconv.data import step_batches
 from toconv.geometry import RFGeometry, gather_rf_tokens
+from toconv.metrics import cell_tokens
 from toconv.objective import RFConvDecoder, reconstruction_loss
 from toconv.recipes import Recipe
 
@@ -38,6 +39,20 @@ def weighted_window(x: Tensor, rf: RFGeometry, weights: Tensor) -> Tensor:
     """Each window's tokens summed with fixed (k²,) slot ``weights`` (row-major; padded slots
     read zeros): (B, N, C) → (B, M, C)."""
     return einsum(gather_rf_tokens(x, rf), weights.to(x), "b m r c, r -> b m c")
+
+
+def mode_pool(x: Tensor, out: int, temperature: float = 0.05, steps: int = 3) -> Tensor:
+    """Each grid cell's tokens mean-shifted towards their densest direction: starting from the
+    cell mean, ``steps`` times the softmax(cosine / ``temperature``)-weighted mean of the cell's
+    tokens. A token near the cell's dominant content (its mode), not its average:
+    (B, N, C) → (B, out², C)."""
+    cells = cell_tokens(x, out)  # (B, M, s², C)
+    unit = F.normalize(cells, dim=-1)
+    token = cells.mean(dim=2)
+    for _ in range(steps):
+        similarity = einsum(unit, F.normalize(token, dim=-1), "b m s c, b m c -> b m s")
+        token = einsum((similarity / temperature).softmax(dim=-1), cells, "b m s, b m s c -> b m c")
+    return token
 
 
 def rf_center_indices(rf: RFGeometry) -> Tensor:
