@@ -17,11 +17,13 @@ from toconv.bench.config import DEFAULT_METHODS, BenchConfig, quick_config
 from toconv.bench.data import synthetic_features
 from toconv.bench.methods import MethodContext, build_method, moment_preserving_rotation
 from toconv.bench.reducers import (
+    CellSelector,
     antialiased_resize,
     average_pool,
     mode_pool,
     rf_center_indices,
     tome_merge,
+    train_selection,
 )
 from toconv.bench.report import write_report
 from toconv.bench.runner import (
@@ -34,7 +36,7 @@ from toconv.bench.runner import (
 )
 from toconv.bench.workers import Workers
 from toconv.geometry import RFGeometry, resolve_geometry
-from toconv.metrics import ProbeSettings, frechet_distance
+from toconv.metrics import ProbeSettings, cell_tokens, frechet_distance
 from toconv.models import TokenCompressor
 
 
@@ -81,6 +83,40 @@ def test_mode_pool_keeps_the_cells_dominant_content_not_its_mean(output: int) ->
     mean = average_pool(x, output)
     assert float((mean - a[0]).norm(dim=-1).min()) > 0.2 * float((a - b).norm())
     torch.testing.assert_close(mode_pool(x, output, temperature=1e6), mean, atol=1e-5, rtol=1e-4)
+
+
+def cells_of_two_contents(n: int, out: int, dim: int, minority: float, seed: int = 0) -> torch.Tensor:
+    """(n, 576, dim) tokens whose every cell holds two contents: one on about ``minority`` of its
+    tokens, the other on the rest, with a little noise."""
+    gen = torch.Generator().manual_seed(seed)
+    side = 24 // out
+    contents = torch.randn(n, out * out, 2, dim, generator=gen) * 2
+    other = torch.rand(n, out * out, side * side, generator=gen) < minority
+    cells = torch.where(other[..., None], contents[:, :, 1:2], contents[:, :, :1])
+    cells = cells + 0.1 * torch.randn(cells.shape, generator=gen)
+    return rearrange(cells, "b (i j) (p q) c -> b (i p j q) c", i=out, p=side)
+
+
+def test_cell_selector_starts_as_average_pooling() -> None:
+    x = torch.randn(3, 576, 6) + 2
+    selector = CellSelector(torch.zeros(6), torch.ones(6), 8)
+    torch.testing.assert_close(selector(x), average_pool(x, 8))
+
+
+def test_selection_moves_towards_a_real_token_only_with_the_critic() -> None:
+    """The central signal alone keeps the cell mean (its optimum); with the RF critic the chosen
+    token moves towards one of the cell's own tokens."""
+    x = cells_of_two_contents(48, 6, 8, minority=0.3)
+
+    def nearest_real(z: torch.Tensor) -> float:
+        return float((cell_tokens(x, 6) - z[:, :, None]).norm(dim=-1).min(dim=-1).values.mean())
+
+    mean = nearest_real(average_pool(x, 6))
+    central, both = (train_selection(x, 6, weight, steps=100, batch_size=8)[0] for weight in (0.0, 0.1))
+    with torch.no_grad():
+        central, both = nearest_real(central(x)), nearest_real(both(x))
+    assert central == pytest.approx(mean, rel=1e-3)
+    assert both < 0.95 * mean
 
 
 def test_antialiased_resize_is_not_a_copy_of_pooling_or_of_one_token() -> None:

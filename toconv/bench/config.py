@@ -11,9 +11,10 @@ QUICK_METHODS = ("avg-pool", "keep-center", "toconv-init", "toconv-rf", "control
                  "control-shuffled")
 """The rows every verdict needs: pooling, keep-center, the method's start and its trained row, and
 both controls; ``--quick`` runs these."""
-DEFAULT_METHODS = (*QUICK_METHODS[:2], "blend-pool", *QUICK_METHODS[2:])
+DEFAULT_METHODS = (*QUICK_METHODS[:2], "blend-pool", "mode-pool", *QUICK_METHODS[2:])
 """The full run adds ``blend-pool``: what the default start pins, in every direction, so the
-residual code is judged against the token it sits beside. ``bilinear``, ``tome``,
+residual code is judged against the token it sits beside; and ``mode-pool``, each cell's dominant
+content, which shows how far the frozen readers favour a mode over a mean. ``bilinear``, ``tome``,
 ``toconv-recon``, ``toconv-global``, ``unshuffle-linear`` and the other registered rows run with
 ``--methods``; every row costs a trained reader per run."""
 

@@ -25,6 +25,7 @@ from toconv.bench.reducers import (
     rf_center_indices,
     tome_flops,
     tome_merge,
+    train_selection,
     train_unshuffle,
     weighted_window,
 )
@@ -303,6 +304,28 @@ def _unshuffle(ctx: MethodContext) -> Method | None:
     f2 = (g.input_grid_size // g.output_grid_size) ** 2
     return Method("unshuffle-linear", frozen(reducer), n_params(reducer), 2 * g.num_outputs * f2 * ctx.dim**2,
                   learned=True, train_seconds=seconds, history=history, source="recipe bench")
+
+
+def _selection(name: str, critic_weight: float) -> None:
+    @register_method(name, seeded=True)
+    def build(ctx: MethodContext) -> Method:
+        g = ctx.geometry
+        started = time.perf_counter()
+        selector, history = train_selection(ctx.train, g.output_grid_size, critic_weight, ctx.method_seed)
+        seconds = time.perf_counter() - started
+        ctx.log(f"  trained {name} {g.name} seed {ctx.method_seed} in {seconds:.0f} s: {history}")
+        cell = (g.input_grid_size // g.output_grid_size) ** 2
+        width = selector.query.out_features
+        return Method(name, frozen(selector), n_params(selector),
+                      2 * g.num_outputs * (cell + 1) * ctx.dim * width + 4 * g.num_outputs * cell * ctx.dim,
+                      learned=True, train_seconds=seconds, history=history,
+                      source=f"train_selection, critic weight {critic_weight}")
+
+
+# A token chosen by content inside each cell (:class:`~toconv.bench.reducers.CellSelector`, from
+# the cell mean), trained by ToConv's two signals (``select-rf``) or by the central one alone.
+_selection("select-rf", 0.1)
+_selection("select-recon", 0.0)
 
 
 # ----------------------------------------------------------------------------- negative controls

@@ -8,9 +8,16 @@ from einops import einsum, rearrange
 from torch import Tensor, nn
 
 from toconv.data import step_batches
-from toconv.geometry import RFGeometry, gather_rf_tokens
-from toconv.metrics import cell_tokens
-from toconv.objective import RFConvDecoder, reconstruction_loss
+from toconv.geometry import RFGeometry, gather_rf_tokens, sample_rf_tokens
+from toconv.metrics import cell_geometry, cell_tokens
+from toconv.objective import (
+    RFConvDecoder,
+    RFCritic,
+    critic_loss,
+    generator_loss,
+    gradient_penalty,
+    reconstruction_loss,
+)
 from toconv.recipes import Recipe
 
 
@@ -160,3 +167,71 @@ def train_unshuffle(tokens: Tensor, rf: RFGeometry, recipe: Recipe, lr: float,
         opt.step()
     last = {"reconstruction": rec.total.item(), "cosine": rec.cosine.item()} if rec else {}
     return reducer.eval(), last
+
+
+class CellSelector(nn.Module):
+    """Attention over each grid cell's tokens, queried by the cell's mean: a token that can be
+    chosen by content. The query map starts at zero, so the untrained selector is average pooling.
+    Tokens are standardised (``mean``, ``std``: (C,)) inside the scores only.
+
+    Shapes: (B, N, C) → (B, out², C).
+    """
+
+    def __init__(self, mean: Tensor, std: Tensor, out: int, width: int = 64) -> None:
+        super().__init__()
+        self.out = out
+        self.register_buffer("mean", mean.clone())
+        self.register_buffer("std", std.clone())
+        dim = mean.shape[-1]
+        self.query = nn.Linear(dim, width, bias=False)
+        self.key = nn.Linear(dim, width, bias=False)
+        nn.init.zeros_(self.query.weight)
+
+    def weights(self, cells: Tensor) -> Tensor:
+        """(B, M, s², C) cell tokens → (B, M, s²) attention over each cell."""
+        h = (cells - self.mean) / self.std
+        scores = einsum(self.query(h.mean(dim=2)), self.key(h), "b m d, b m s d -> b m s")
+        return (scores / self.query.out_features**0.5).softmax(dim=-1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        cells = cell_tokens(x, self.out)
+        return einsum(self.weights(cells), cells, "b m s, b m s c -> b m c")
+
+
+def train_selection(tokens: Tensor, out: int, critic_weight: float, seed: int = 0, steps: int = 300,
+                    batch_size: int = 16, lr: float = 1e-3,
+                    n_critic: int = 5) -> tuple[CellSelector, dict[str, float]]:
+    """Train a :class:`CellSelector` on (n, N, C) tokens with ToConv's two signals inside each
+    cell: the squared distance of the chosen token to every token of its cell (the RF rebuilt by a
+    copy of the token: it pulls towards the centre) and, weighted by ``critic_weight``, an RF
+    critic (WGAN-GP, ``n_critic`` steps per step) comparing it with one token drawn from its cell
+    (it pulls towards a token that looks real). ``critic_weight=0``: the first signal alone."""
+    torch.manual_seed(seed)
+    n, _, dim = tokens.shape
+    flat = rearrange(tokens, "n t c -> (n t) c")
+    mean, std = flat.mean(0), flat.std(0)
+    selector = CellSelector(mean, std, out)
+    critic = RFCritic(dim, 256, 3)
+    cells_rf = RFGeometry.from_conv(cell_geometry(grid_side(tokens.shape[1]), out))
+    opt = torch.optim.Adam(selector.parameters(), lr, betas=(0.5, 0.9))
+    critic_opt = torch.optim.Adam(critic.parameters(), 1e-4, betas=(0.5, 0.9))
+    generator = torch.Generator().manual_seed(seed)
+    last: dict[str, float] = {}
+    for idx in step_batches(n, batch_size, steps, seed):
+        x = tokens[idx]
+        for _ in range(n_critic if critic_weight else 0):
+            real = (sample_rf_tokens(x, cells_rf, generator) - mean) / std
+            fake = (selector(x).detach() - mean) / std
+            loss = critic_loss(critic(real), critic(fake)) + gradient_penalty(critic, real, fake, generator=generator)
+            critic_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            critic_opt.step()
+            last["critic"] = loss.item()
+        z = selector(x)
+        central = ((cell_tokens(x, out) - z[:, :, None]) / std).pow(2).mean()
+        adversarial = generator_loss(critic((z - mean) / std)) if critic_weight else z.new_zeros(())
+        opt.zero_grad(set_to_none=True)
+        (central + critic_weight * adversarial).backward()
+        opt.step()
+        last.update(central=central.item(), adversarial=adversarial.item())
+    return selector.eval(), last

@@ -325,9 +325,11 @@ def merge_runs(geometry: ConvGeometry, parts: list[dict[str, Any]]) -> dict[str,
 
 def size_verdicts(values: dict[str, dict[str, list[float | None]]]) -> list[dict[str, Any]]:
     """Paired verdicts: every method against avg-pool, toconv-rf against toconv-init and against
-    blend-pool (the token its start pins), and each control against toconv-rf, on every figure."""
+    blend-pool (the token its start pins), select-rf against select-recon (what its critic adds)
+    and blend-pool, and each control against toconv-rf, on every figure."""
     pairs = [(name, "avg-pool") for name in values if name != "avg-pool"]
-    pairs += [("toconv-rf", "toconv-init"), ("toconv-rf", "blend-pool")] + [(c, "toconv-rf") for c in CONTROLS]
+    pairs += [("toconv-rf", "toconv-init"), ("toconv-rf", "blend-pool"), ("select-rf", "select-recon"),
+              ("select-rf", "blend-pool")] + [(c, "toconv-rf") for c in CONTROLS]
     out = []
     for a, b in pairs:
         if a in values and b in values:
