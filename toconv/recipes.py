@@ -114,7 +114,9 @@ class Recipe:
 #: The pinned token and p were chosen on the benchmark's training images alone (512 to fit, 128 to
 #: read; ``benchmarks/select_start.py``, docs/benchmark.md): the blend start read better than the
 #: cell-mean start on both frozen readers at 24→12, 24→8 and 24→6 and better than the centre start
-#: on the linear reader at all three, and p = 192 better than p = 64.
+#: on the linear reader at all three, and p = 192 better than p = 64 on the linear reader (alike on
+#: the MLP reader). Against this start (its residual code fixed) the training moves no reader beyond
+#: noise (docs/benchmark.md).
 #: The earlier defaults stay as recipes: the centre token in 64 directions (``bench-center``) and
 #: the cell mean (``bench-mean``). Critic variants (hinge + R1, more steps, wider) moved no reader
 #: of the centre start; a heavier critic (0.1) looked less real.
