@@ -204,7 +204,7 @@ def train_selection(tokens: Tensor, out: int, critic_weight: float, seed: int = 
     """Train a :class:`CellSelector` on (n, N, C) tokens with ToConv's two signals inside each
     cell: the squared distance of the chosen token to every token of its cell (the RF rebuilt by a
     copy of the token: it pulls towards the centre) and, weighted by ``critic_weight``, an RF
-    critic (WGAN-GP, ``n_critic`` steps per step) comparing it with one token drawn from its cell
+    critic (WGAN-GP, width 256, rate 1e-4, ``n_critic`` steps per step) comparing it with one token drawn from its cell
     (it pulls towards a token that looks real). ``critic_weight=0``: the first signal alone."""
     torch.manual_seed(seed)
     n, _, dim = tokens.shape
