@@ -219,15 +219,15 @@ def train_selection(tokens: Tensor, out: int, critic_weight: float, seed: int = 
     last: dict[str, float] = {}
     for idx in step_batches(n, batch_size, steps, seed):
         x = tokens[idx]
+        z = selector(x)  # the critic steps leave the selector as it is: one forward serves them all
+        fake = (z.detach() - mean) / std
         for _ in range(n_critic if critic_weight else 0):
             real = (sample_rf_tokens(x, cells_rf, generator) - mean) / std
-            fake = (selector(x).detach() - mean) / std
             loss = critic_loss(critic(real), critic(fake)) + gradient_penalty(critic, real, fake, generator=generator)
             critic_opt.zero_grad(set_to_none=True)
             loss.backward()
             critic_opt.step()
             last["critic"] = loss.item()
-        z = selector(x)
         central = ((cell_tokens(x, out) - z[:, :, None]) / std).pow(2).mean()
         adversarial = generator_loss(critic((z - mean) / std)) if critic_weight else z.new_zeros(())
         opt.zero_grad(set_to_none=True)
