@@ -336,6 +336,12 @@ def test_zero_workers_is_a_usage_error_before_any_data_is_read(tmp_path) -> None
         bench_main(["--cache", str(missing), "--workers", "0"])
 
 
+def test_a_size_that_does_not_divide_the_grid_is_a_usage_error_before_any_fit() -> None:
+    with pytest.raises(SystemExit, match="python -m toconv.bench: error: grid cells need an output side "
+                                         "that divides the input side, got 24 -> 5"):
+        bench_main(["--synthetic", "--sizes", "5"])
+
+
 def test_zero_seeds_is_a_usage_error_not_the_default(tmp_path) -> None:
     with pytest.raises(ValueError, match="bootstrap_draws: expected at least 1 draw, got 0"):
         BenchConfig(bootstrap_draws=0)

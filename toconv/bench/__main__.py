@@ -14,9 +14,11 @@ from pathlib import Path
 from toconv.bench.config import DEFAULT_METHODS, QUICK_METHODS, full_config, quick_config
 from toconv.bench.data import build_cache, load_cache, synthetic_features
 from toconv.bench.methods import list_methods
+from toconv.bench.reducers import grid_side
 from toconv.bench.report import write_report
 from toconv.bench.runner import load_checkpoints, run_benchmark
 from toconv.data import packaged_photos
+from toconv.metrics import cell_geometry
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -72,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         unknown = sorted(set(config.methods) - set(list_methods()))
         if unknown:
             raise ValueError(f"unknown methods {unknown}; registered: {', '.join(list_methods())}")
+        for size in config.output_grid_sizes:  # every figure is scored on whole grid cells
+            cell_geometry(grid_side(features.train.shape[1]), size)
     except (ImportError, OSError, ValueError) as err:
         raise SystemExit(f"python -m toconv.bench: error: {err}") from err
     report = run_benchmark(features, config, encoder, checkpoints=checkpoints)
